@@ -1,0 +1,78 @@
+"""Turn a composed config into the objects a run needs: dataset, model and their shapes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from cnn_train.checkpoint import load_checkpoint
+from cnn_train.data import load_dataset, make_loader
+from cnn_train.data.memory import InMemoryDataset, InMemoryLoader
+from cnn_train.errors import UserError
+from cnn_train.models import build_model, resolve_variant, working_image_size
+
+
+@dataclass
+class ModelAndData:
+    """A dataset and the model built for it, with the resolved variant, size and class count."""
+
+    dataset: InMemoryDataset
+    model: nn.Module
+    variant: str
+    image_size: int
+    num_classes: int
+
+    @property
+    def topk(self) -> int:
+        """The k of top-k accuracy: 5, or the class count when there are fewer classes."""
+        return min(5, self.num_classes)
+
+
+def build_model_and_data(model_cfg: DictConfig, data_cfg: DictConfig) -> ModelAndData:
+    """Load the dataset, then build the model variant and image size that fit it."""
+    dataset = load_dataset(data_cfg)
+    num_classes = model_cfg.num_classes or len(dataset.class_names)
+    variant = resolve_variant(
+        model_cfg.name, model_cfg.variant, data_cfg.image_size or dataset.native_size
+    )
+    size = working_image_size(model_cfg.name, variant, dataset.native_size, data_cfg.image_size)
+    model = build_model(model_cfg.name, num_classes, variant, model_cfg.dropout)
+    return ModelAndData(dataset, model, variant, size, num_classes)
+
+
+def load_weights(model: nn.Module, path: str) -> None:
+    """Load a cnn-train checkpoint or a plain state_dict into `model`; say clearly if it misfits."""
+    state = load_checkpoint(path)
+    weights = state.get("model", state)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        detail = str(error).strip().splitlines()[0]
+        raise UserError(
+            f"model.weights={path} does not fit this model ({detail}); check model, "
+            "model.variant and model.num_classes"
+        ) from error
+
+
+def split_loader(
+    built: ModelAndData,
+    split: str,
+    batch_size: int,
+    device: torch.device,
+    *,
+    train: bool,
+    seed: int = 0,
+) -> InMemoryLoader:
+    """A loader over one split at the built model's image size."""
+    return make_loader(
+        built.dataset,
+        split,
+        image_size=built.image_size,
+        batch_size=batch_size,
+        device=device,
+        train=train,
+        seed=seed,
+    )

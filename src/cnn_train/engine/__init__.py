@@ -1,0 +1,1 @@
+"""The train/eval loop and its metrics."""

@@ -1,0 +1,67 @@
+"""Re-evaluate a checkpoint on a split of its dataset (the `cnn-eval` job)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from cnn_train.build import build_model_and_data, split_loader
+from cnn_train.checkpoint import load_checkpoint
+from cnn_train.distributed import resolve_device
+from cnn_train.engine.loop import evaluate
+from cnn_train.engine.precision import resolve_precision
+from cnn_train.errors import UserError
+from cnn_train.schema import PRECISIONS, validate_data
+
+
+def eval_data_config(saved: DictConfig, overrides: DictConfig) -> DictConfig:
+    """The checkpoint's data config with the user's `data.<key>=...` overrides on top."""
+    unknown = sorted(set(overrides) - set(saved))
+    if unknown:
+        raise UserError(
+            f"data.{unknown[0]} is not a setting of this checkpoint's dataset "
+            f"({saved.name}); valid keys: {', '.join(sorted(saved))}"
+        )
+    data = OmegaConf.merge(saved, overrides)
+    validate_data(data)
+    return data
+
+
+def run_eval(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Evaluate `cfg.checkpoint`; write and return the eval.json record."""
+    if cfg.precision not in PRECISIONS:
+        raise UserError(f"precision={cfg.precision} is not one of {', '.join(PRECISIONS)}")
+    state = load_checkpoint(cfg.checkpoint)
+    if "config" not in state or "model" not in state:
+        raise UserError(f"{cfg.checkpoint} is a weights file, not a cnn-train checkpoint")
+    saved = OmegaConf.create(state["config"])
+    data_cfg = eval_data_config(saved.data, cfg.data)
+    built = build_model_and_data(saved.model, data_cfg)
+    if list(built.dataset.class_names) != list(state["class_names"]):
+        raise UserError(
+            f"the data's classes ({len(built.dataset.class_names)}) differ from the checkpoint's "
+            f"({len(state['class_names'])}); point data.root at the dataset it was trained on"
+        )
+    built.model.load_state_dict(state["model"])
+    device = resolve_device(cfg.device)
+    model = built.model.to(device)
+    precision_name = saved.trainer.precision if cfg.precision == "auto" else cfg.precision
+    precision = resolve_precision(precision_name, device)
+    batch_size = data_cfg.eval_batch_size or data_cfg.batch_size
+    loader = split_loader(built, data_cfg.split, batch_size, device, train=False)
+    batches = min(len(loader), cfg.limit_batches or math.inf)
+    result = evaluate(model, loader, batches, precision=precision, topk=built.topk)
+    record = {
+        "checkpoint": str(cfg.checkpoint),
+        "split": data_cfg.split,
+        "samples": result["samples"],
+        "loss": result["loss"],
+        "acc1": result["acc1"],
+        "acc5": result["acc5"],
+    }
+    (run_dir / "eval.json").write_text(json.dumps(record) + "\n")
+    return record

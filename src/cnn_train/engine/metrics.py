@@ -1,0 +1,40 @@
+"""Running sums of loss and top-k hits, kept on the device so the loop never waits for them."""
+
+from __future__ import annotations
+
+import torch
+
+
+class MetricSums:
+    """Sums of loss, top-1 hits, top-k hits and samples over a phase, read back on demand."""
+
+    def __init__(self, device: torch.device, topk: int) -> None:
+        self.topk = topk
+        self.sums = torch.zeros(4, dtype=torch.float64, device=device)
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor, mean_loss: torch.Tensor) -> None:
+        """Add one batch (its mean loss, logits and targets) without a host sync."""
+        with torch.no_grad():
+            top = logits.topk(self.topk, dim=1).indices
+            hits = top.eq(targets.unsqueeze(1))
+            count = targets.new_tensor(targets.shape[0], dtype=torch.float64)
+            batch = torch.stack(
+                [
+                    mean_loss.detach().double() * count,
+                    hits[:, 0].sum().double(),
+                    hits.any(dim=1).sum().double(),
+                    count,
+                ]
+            )
+            self.sums.add_(batch)
+
+    def read(self) -> dict[str, float]:
+        """Loss, acc1 and acc5 as means over the samples seen, and the sample count."""
+        loss, hits1, hitsk, count = self.sums.tolist()
+        count = max(count, 1.0)
+        return {
+            "loss": loss / count,
+            "acc1": hits1 / count,
+            "acc5": hitsk / count,
+            "samples": int(self.sums[3].item()),
+        }

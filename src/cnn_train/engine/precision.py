@@ -1,0 +1,40 @@
+"""Mixed precision: which autocast dtype a run uses, and a GradScaler for fp16."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The resolved precision of a run on one device."""
+
+    name: str
+    device_type: str
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return DTYPES[self.name]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast to the chosen dtype, or nothing for fp32."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A GradScaler that is active for fp16 only."""
+        return torch.amp.GradScaler(self.device_type, enabled=self.name == "fp16")
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """`auto` is bf16 on a GPU that supports it, fp32 everywhere else."""
+    if name == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        name = "bf16" if bf16 else "fp32"
+    return Precision(name, device.type)

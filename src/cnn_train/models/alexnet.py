@@ -1,0 +1,56 @@
+"""AlexNet (Krizhevsky et al., 2012), the one-tower network of the reference text."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+POOLED_SIZE = (6, 6)
+
+
+class AlexNet(nn.Module):
+    """Five conv layers (96, 256, 384, 384, 256), three max-pools, three FC layers.
+
+    At 224 px the feature maps are 55, 27, 27, 13, 13, 13, 13, 6; the smallest input is 63 px.
+    62,378,344 parameters at 1000 classes.
+    """
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 96, kernel_size=11, stride=4, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(96, 256, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(256, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d(POOLED_SIZE)
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=dropout),
+            nn.Linear(256 * POOLED_SIZE[0] * POOLED_SIZE[1], 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        # At 224 px the map is already 6x6; skipping the pool keeps CUDA backward deterministic.
+        if x.shape[-2:] != POOLED_SIZE:
+            x = self.avgpool(x)
+        return self.classifier(torch.flatten(x, 1))
+
+
+def alexnet(num_classes: int = 1000, variant: str = "imagenet", dropout: float = 0.5) -> AlexNet:
+    """Build AlexNet; it has only the ImageNet variant (small images are upscaled to 64 px)."""
+    return AlexNet(num_classes=num_classes, dropout=dropout)

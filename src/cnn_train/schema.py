@@ -1,0 +1,199 @@
+"""Typed config schemas for Hydra's ConfigStore, and the value checks types cannot express."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from cnn_train.errors import UserError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+VARIANTS = ("auto", "imagenet", "small")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    num_classes: int | None = None
+    variant: str = "auto"
+    dropout: float = 0.5
+    weights: str | None = None
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    root: str | None = None
+    batch_size: int = 64
+    eval_batch_size: int | None = None
+    num_workers: int = 0
+    image_size: int | None = None
+    augment: str = "none"
+    split: str = "val"
+
+
+@dataclass
+class DigitsConfig(DataConfig):
+    val_fraction: float = 0.2
+
+
+@dataclass
+class SyntheticConfig(DataConfig):
+    num_classes: int = 10
+    native_size: int = 32
+    channels: int = 3
+    train_samples: int = 512
+    val_samples: int = 128
+    noise: float = 0.5
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    lr: float = 0.1
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    momentum: float = 0.9
+    nesterov: bool = False
+
+
+@dataclass
+class AdamWConfig(OptimizerConfig):
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = MISSING
+
+
+@dataclass
+class StepLRConfig(SchedulerConfig):
+    step_size: int = 30
+    gamma: float = 0.1
+
+
+@dataclass
+class CosineConfig(SchedulerConfig):
+    min_lr: float = 0.0
+
+
+@dataclass
+class OneCycleConfig(SchedulerConfig):
+    pct_start: float = 0.25
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+
+
+@dataclass
+class DeviceConfig:
+    name: str = "auto"
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    max_steps: int | None = None
+    limit_train_batches: int | None = None
+    limit_val_batches: int | None = None
+    precision: str = "auto"
+    log_every_steps: int = 25
+
+
+@dataclass
+class TrainConfig:
+    model: Any = MISSING
+    data: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    device: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0
+    resume: str | None = None
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str = MISSING
+    data: Any = field(default_factory=dict)
+    device: Any = MISSING
+    precision: str = "auto"
+    limit_batches: int | None = None
+
+
+def register_configs() -> None:
+    """Put every schema into Hydra's ConfigStore (group files extend them via their defaults)."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
+    schemas: dict[str, dict[str, type]] = {
+        "model": {"base": ModelConfig},
+        "data": {"base": DataConfig, "digits": DigitsConfig, "synthetic": SyntheticConfig},
+        "optimizer": {"sgd": SGDConfig, "adamw": AdamWConfig},
+        "scheduler": {
+            "base": SchedulerConfig,
+            "step": StepLRConfig,
+            "cosine": CosineConfig,
+            "onecycle": OneCycleConfig,
+        },
+        "device": {"base": DeviceConfig},
+    }
+    for group, nodes in schemas.items():
+        for name, node in nodes.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def _positive(value: float | int | None, key: str) -> None:
+    _require(value is None or value > 0, f"{key} must be > 0, got {value}")
+
+
+def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
+    _require(value in allowed, f"{key}={value} is not one of {', '.join(allowed)}")
+
+
+def validate_train(cfg: DictConfig) -> None:
+    """Check the values that types cannot (ranges, names); raise UserError naming the key."""
+    _positive(cfg.trainer.epochs, "trainer.epochs")
+    _positive(cfg.trainer.max_steps, "trainer.max_steps")
+    _positive(cfg.trainer.limit_train_batches, "trainer.limit_train_batches")
+    _positive(cfg.trainer.limit_val_batches, "trainer.limit_val_batches")
+    _positive(cfg.trainer.log_every_steps, "trainer.log_every_steps")
+    _one_of(cfg.trainer.precision, PRECISIONS, "trainer.precision")
+    _positive(cfg.optimizer.lr, "optimizer.lr")
+    _require(
+        cfg.optimizer.weight_decay >= 0,
+        f"optimizer.weight_decay must be >= 0, got {cfg.optimizer.weight_decay}",
+    )
+    _positive(cfg.model.num_classes, "model.num_classes")
+    _one_of(cfg.model.variant, VARIANTS, "model.variant")
+    _require(
+        0 <= cfg.model.dropout < 1, f"model.dropout must be in [0, 1), got {cfg.model.dropout}"
+    )
+    validate_data(cfg.data)
+    _one_of(cfg.device.name, DEVICES, "device.name")
+
+
+def validate_data(data: DictConfig) -> None:
+    """Check a data config's sizes and counts."""
+    _positive(data.batch_size, "data.batch_size")
+    _positive(data.eval_batch_size, "data.eval_batch_size")
+    _positive(data.image_size, "data.image_size")
+    _require(data.num_workers >= 0, f"data.num_workers must be >= 0, got {data.num_workers}")
+    if "val_fraction" in data:
+        _require(
+            0 < data.val_fraction < 1,
+            f"data.val_fraction must be in (0, 1), got {data.val_fraction}",
+        )

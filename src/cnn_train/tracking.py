@@ -1,0 +1,99 @@
+"""What a run reports: tqdm bars, TensorBoard scalars, metrics.jsonl and run.json."""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import subprocess
+import sys
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+PACKAGES = ("cnn-train", "torch", "torchvision", "hydra-core", "omegaconf", "tensorboard")
+
+
+def progress(iterable: Iterable[T], *, total: int, desc: str) -> tqdm:
+    """A tqdm bar on stderr that stays quiet when stderr is not a terminal."""
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit="batch",
+        leave=False,
+        dynamic_ncols=True,
+        disable=None,
+    )
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def write_run_info(run_dir: Path) -> None:
+    """Record how the run was started: command line, versions, git commit, host, start time."""
+    info = {
+        "command": sys.argv,
+        "cwd": str(Path.cwd()),
+        "python": platform.python_version(),
+        "versions": {name: _version(name) for name in PACKAGES},
+        "git_commit": _git_commit(),
+        "host": socket.gethostname(),
+        "start": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+class RunTracker:
+    """Writes TensorBoard events under `<run_dir>/tb` and one JSON line per epoch."""
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=purge_step)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """Add TensorBoard scalars, one per tag, at a global step."""
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        """Append an epoch's record to metrics.jsonl and its scalars to TensorBoard."""
+        with open(self.metrics_path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        tags = {
+            "train/loss": "train_loss",
+            "train/acc1": "train_acc1",
+            "val/loss": "val_loss",
+            "val/acc1": "val_acc1",
+            "val/acc5": "val_acc5",
+            "lr": "lr",
+            "images_per_sec": "images_per_sec",
+            "epoch_time_s": "epoch_time_s",
+        }
+        self.scalars({tag: record[key] for tag, key in tags.items()}, record["step"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self.writer.close()

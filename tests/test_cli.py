@@ -1,0 +1,91 @@
+"""The installed console scripts, run as a user runs them: from another directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import QUICK, run_cli
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One quick training run through the installed `cnn-train`, in a fresh directory."""
+    cwd = tmp_path_factory.mktemp("cli")
+    result = run_cli("cnn-train", *QUICK, "trainer.epochs=2", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd, result.stdout
+
+
+def test_cnn_train_writes_a_run_folder_under_outputs(cli_run: tuple[Path, str]) -> None:
+    cwd, stdout = cli_run
+    (run_dir,) = (cwd / "outputs").glob("*/*_resnet34-synthetic")
+    for name in (
+        ".hydra/config.yaml",
+        "train.log",
+        "run.json",
+        "metrics.jsonl",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
+        assert (run_dir / name).is_file(), name
+    assert "epoch 2/2" in (run_dir / "train.log").read_text()
+    last_line = stdout.strip().splitlines()[-1]
+    assert "best val top-1" in last_line and str(run_dir) in last_line
+    assert "tensorboard --logdir" in last_line
+
+
+def test_cnn_eval_prints_the_eval_record_as_its_last_line(cli_run: tuple[Path, str]) -> None:
+    cwd, _ = cli_run
+    (checkpoint,) = (cwd / "outputs").glob("*/*_resnet34-synthetic/checkpoints/best.pt")
+    result = run_cli("cnn-eval", f"checkpoint={checkpoint}", "device=cpu", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(record) == {"checkpoint", "split", "samples", "loss", "acc1", "acc5"}
+    metrics = [json.loads(line) for line in (checkpoint.parents[1] / "metrics.jsonl").open()]
+    assert record["acc1"] == max(m["val_acc1"] for m in metrics)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["optimizer.lr=-1"], "optimizer.lr must be > 0"),
+        (["model=alexnet", "data.image_size=32"], "data.image_size=63"),
+        (["device=cuda"], "use device=cpu"),
+    ],
+)
+def test_bad_values_exit_1_with_one_line_and_no_traceback(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run_cli("cnn-train", *QUICK, *args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_wrong_type_exits_1_naming_the_key(tmp_path: Path) -> None:
+    result = run_cli("cnn-train", "trainer.epochs=abc", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "trainer.epochs" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_an_unknown_model_lists_the_valid_ones(tmp_path: Path) -> None:
+    result = run_cli("cnn-train", "model=vgg17", cwd=tmp_path)
+    assert result.returncode == 1
+    for name in ("alexnet", "resnet34", "vgg16"):
+        assert name in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [([], "checkpoint is required"), (["checkpoint=missing.pt"], "checkpoint not found")],
+)
+def test_cnn_eval_without_a_usable_checkpoint_exits_1(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run_cli("cnn-eval", *args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
