@@ -72,9 +72,9 @@ class InMemoryLoader:
         self._shift = -mean_t / std_t
 
     @property
-    def num_samples(self) -> int:
-        """How many samples one pass yields (all of them unless drop_last trims the tail)."""
-        return len(self) * self.batch_size if self.drop_last else len(self.labels)
+    def dataset_size(self) -> int:
+        """How many samples the split holds."""
+        return len(self.labels)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose shuffled order the next pass yields."""

@@ -68,7 +68,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     steps_per_epoch = min(len(train_loader), cfg.trainer.limit_train_batches or math.inf)
     if steps_per_epoch == 0:
         raise UserError(
-            f"the training split has {len(train_loader.labels)} images, fewer than "
+            f"the training split has {train_loader.dataset_size} images, fewer than "
             f"data.batch_size={cfg.data.batch_size}; use a smaller data.batch_size"
         )
     val_batches = min(len(val_loader), cfg.trainer.limit_val_batches or math.inf)
@@ -99,7 +99,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     log.info(
         f"{cfg.model.name} ({built.variant} variant, {parameters:,} parameters, "
         f"{built.num_classes} classes) on {cfg.data.name} at {built.image_size} px: "
-        f"{len(train_loader.labels)} train / {len(val_loader.labels)} val images, "
+        f"{train_loader.dataset_size} train / {val_loader.dataset_size} val images, "
         f"{device}, {precision.name}"
     )
     checkpoints = run_dir / "checkpoints"
