@@ -109,17 +109,18 @@ def test_max_steps_and_batch_limits_cut_the_run(train_config, tmp_path: Path) ->
     assert len(records) == 1 and records[0]["step"] == 3 and records[0]["val_samples"] == 16
 
 
-def test_resume_from_an_epoch_matches_the_straight_run_bitwise(train_config, tmp_path) -> None:
-    straight, first, second = (tmp_path / name for name in ("straight", "first", "second"))
-    for folder in (straight, first, second):
+def test_resume_from_an_epoch_end_continues_in_the_same_folder(train_config, tmp_path) -> None:
+    straight, first, elsewhere = (tmp_path / name for name in ("straight", "first", "elsewhere"))
+    for folder in (straight, first, elsewhere):
         folder.mkdir()
     common = ("scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5")
     fit(train_config("trainer.epochs=2", *common), straight)
     fit(train_config("trainer.epochs=1", *common), first)
-    fit(train_config("trainer.epochs=2", f"resume={first}", *common), second)
-    assert [r["epoch"] for r in read_metrics(second)] == [1]
+    fit(train_config("trainer.epochs=2", f"resume={first}", *common), elsewhere)
+    assert not (elsewhere / "metrics.jsonl").exists()
+    assert [r["epoch"] for r in read_metrics(first)] == [0, 1]
     expected = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
-    resumed = torch.load(second / "checkpoints" / "last.pt", weights_only=True)
+    resumed = torch.load(first / "checkpoints" / "last.pt", weights_only=True)
     assert resumed["step"] == expected["step"] == 8
     for key, tensor in expected["model"].items():
         torch.testing.assert_close(resumed["model"][key], tensor, rtol=0, atol=0)

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from cnn_train.errors import UserError
+from cnn_train.errors import Interrupted, UserError
 from cnn_train.schema import register_configs
 
 CONFIG_PATH = "pkg://cnn_train.configs"
@@ -31,6 +31,9 @@ def _run_job(job: Callable[[DictConfig, Path], dict[str, Any]], cfg: DictConfig)
     except UserError as error:
         log.error(f"error: {error}")
         sys.exit(1)
+    except Interrupted as error:
+        log.warning(str(error))
+        sys.exit(error.exit_code)
     except MissingMandatoryValue as error:
         log.error(f"error: {error.full_key} is required; pass {error.full_key}=...")
         sys.exit(1)
@@ -41,7 +44,7 @@ def _train(cfg: DictConfig) -> float:
     from cnn_train.engine.trainer import fit
 
     summary = _run_job(fit, cfg)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = Path(summary["run_dir"])
     print(
         f"best val top-1 {summary['best_val_acc1']:.4f} (epoch {summary['best_epoch'] + 1}) | "
         f"run folder {run_dir} | view: tensorboard --logdir {run_dir.parent}"

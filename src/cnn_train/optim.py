@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -65,10 +66,11 @@ def build_schedule(
         cosine = lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=cfg.min_lr)
         return Schedule(cosine, per_iteration=True)
     if cfg.name == "onecycle":
+        # OneCycleLR divides by each phase's length; a very short run still needs both phases.
         onecycle = lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=lr,
-            total_steps=total_steps,
+            total_steps=max(total_steps, math.ceil(2 / cfg.pct_start) + 1),
             pct_start=cfg.pct_start,
             div_factor=cfg.div_factor,
             final_div_factor=cfg.final_div_factor,

@@ -106,6 +106,8 @@ class TrainerConfig:
     limit_val_batches: int | None = None
     precision: str = "auto"
     log_every_steps: int = 25
+    checkpoint_every_steps: int | None = None
+    deterministic: bool = False
 
 
 @dataclass
@@ -164,13 +166,27 @@ def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
     _require(value in allowed, f"{key}={value} is not one of {', '.join(allowed)}")
 
 
+def _reject_targets(node: Any, path: str = "") -> None:
+    """Components are chosen by name from this package's registries, never by a `_target_`."""
+    if isinstance(node, DictConfig):
+        for key in node:
+            where = f"{path}.{key}" if path else str(key)
+            _require(
+                key != "_target_",
+                f"{where} is not accepted: pick components by name (model=..., optimizer=...)",
+            )
+            _reject_targets(node._get_node(key), where)
+
+
 def validate_train(cfg: DictConfig) -> None:
     """Check the values that types cannot (ranges, names); raise UserError naming the key."""
+    _reject_targets(cfg)
     _positive(cfg.trainer.epochs, "trainer.epochs")
     _positive(cfg.trainer.max_steps, "trainer.max_steps")
     _positive(cfg.trainer.limit_train_batches, "trainer.limit_train_batches")
     _positive(cfg.trainer.limit_val_batches, "trainer.limit_val_batches")
     _positive(cfg.trainer.log_every_steps, "trainer.log_every_steps")
+    _positive(cfg.trainer.checkpoint_every_steps, "trainer.checkpoint_every_steps")
     _one_of(cfg.trainer.precision, PRECISIONS, "trainer.precision")
     _positive(cfg.optimizer.lr, "optimizer.lr")
     _require(

@@ -54,7 +54,7 @@ def run_eval(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     batch_size = data_cfg.eval_batch_size or data_cfg.batch_size
     loader = split_loader(built, data_cfg.split, batch_size, device, train=False)
     batches = min(len(loader), cfg.limit_batches or math.inf)
-    result = evaluate(model, loader, batches, precision=precision, topk=built.topk)
+    result = evaluate(model, loader, batches, precision=precision, topk=built.topk).read()
     record = {
         "checkpoint": str(cfg.checkpoint),
         "split": data_cfg.split,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 
 class MetricSums:
@@ -29,12 +30,18 @@ class MetricSums:
             self.sums.add_(batch)
 
     def read(self) -> dict[str, float]:
-        """Loss, acc1 and acc5 as means over the samples seen, and the sample count."""
-        loss, hits1, hitsk, count = self.sums.tolist()
-        count = max(count, 1.0)
+        """Loss, acc1 and acc5 as means over the samples seen, and the sample count.
+
+        In a data-parallel job the sums of all ranks are added first, so every rank must call it.
+        """
+        sums = self.sums.clone()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(sums)
+        loss, hits1, hitsk, count = sums.tolist()
+        total = max(count, 1.0)
         return {
-            "loss": loss / count,
-            "acc1": hits1 / count,
-            "acc5": hitsk / count,
-            "samples": int(self.sums[3].item()),
+            "loss": loss / total,
+            "acc1": hits1 / total,
+            "acc5": hitsk / total,
+            "samples": int(count),
         }

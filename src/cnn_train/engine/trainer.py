@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
 import math
+import os
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from cnn_train.build import ModelAndData, build_model_and_data, load_weights, split_loader
 from cnn_train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from cnn_train.distributed import resolve_device
-from cnn_train.engine.loop import TrainState, current_lr, evaluate, train_one_epoch
+from cnn_train.distributed import DistContext, all_gather_objects, resolve_context, wrap_model
+from cnn_train.engine.guards import StepGuard, StopSignal
+from cnn_train.engine.loop import current_lr, evaluate, train_step
+from cnn_train.engine.metrics import MetricSums
 from cnn_train.engine.precision import resolve_precision
-from cnn_train.errors import UserError
+from cnn_train.engine.resume import find_resume_checkpoint, trim_metrics
+from cnn_train.errors import Interrupted, UserError
 from cnn_train.optim import build_optimizer, build_schedule
 from cnn_train.schema import validate_train
-from cnn_train.tracking import RunTracker, write_run_info
+from cnn_train.tracking import RunTracker, progress, write_run_info
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_determinism(cfg: DictConfig, built: ModelAndData, device: torch.device) -> None:
+    """Deterministic kernels when asked (and fail early where none exist); fast ones otherwise."""
+    if not cfg.trainer.deterministic:
+        torch.backends.cudnn.benchmark = device.type == "cuda"
+        return
+    pooled = getattr(built.model, "pooled_size", None)
+    if device.type == "cuda" and pooled is not None:
+        probe = copy.deepcopy(built.model.features).to("meta")
+        side = built.image_size
+        features = probe(torch.empty(1, 3, side, side, device="meta"))
+        if tuple(features.shape[-2:]) != tuple(pooled):
+            raise UserError(
+                f"trainer.deterministic=true: {cfg.model.name} at {built.image_size} px needs "
+                "adaptive average pooling, which has no deterministic CUDA backward; use "
+                "data.image_size=224 or trainer.deterministic=false"
+            )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
 def resolved_config(cfg: DictConfig, built: ModelAndData, precision: str) -> dict[str, Any]:
     """The config as a plain dict with every `auto`/`null` that the run resolved filled in."""
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -40,134 +69,226 @@ def resolved_config(cfg: DictConfig, built: ModelAndData, precision: str) -> dic
     config["model"].update(variant=built.variant, num_classes=built.num_classes)
     config["data"]["image_size"] = built.image_size
     config["trainer"]["precision"] = precision
+    config["resume"] = None
     return config
 
 
-def _resume_path(resume: str) -> Path:
-    path = Path(resume).expanduser()
-    return path / "checkpoints" / "last.pt" if path.is_dir() else path
+class Trainer:
+    """Holds a run's parts and runs its epochs; rank 0 alone writes files."""
 
+    def __init__(self, cfg: DictConfig, run_dir: Path, ctx: DistContext) -> None:
+        validate_train(cfg)
+        seed_everything(cfg.seed + ctx.rank)
+        self.cfg, self.ctx, self.device = cfg, ctx, ctx.device
+        self.precision = resolve_precision(cfg.trainer.precision, self.device)
+        self.built = build_model_and_data(cfg.model, cfg.data)
+        set_determinism(cfg, self.built, self.device)
+        if cfg.model.weights:
+            load_weights(self.built.model, cfg.model.weights)
+        self.model: nn.Module = self.built.model.to(self.device)
+        self.train_model = wrap_model(self.model, cfg.device, ctx)
+        self.config = resolved_config(cfg, self.built, self.precision.name)
 
-def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train `cfg.model` on `cfg.data`; write the run folder; return the best validation result."""
-    validate_train(cfg)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.trainer.precision, device)
-    built = build_model_and_data(cfg.model, cfg.data)
-    if cfg.model.weights:
-        load_weights(built.model, cfg.model.weights)
-    model = built.model.to(device)
-    config = resolved_config(cfg, built, precision.name)
-
-    train_loader = split_loader(
-        built, "train", cfg.data.batch_size, device, train=True, seed=cfg.seed
-    )
-    eval_batch_size = cfg.data.eval_batch_size or cfg.data.batch_size
-    val_loader = split_loader(built, "val", eval_batch_size, device, train=False)
-    steps_per_epoch = min(len(train_loader), cfg.trainer.limit_train_batches or math.inf)
-    if steps_per_epoch == 0:
-        raise UserError(
-            f"the training split has {train_loader.dataset_size} images, fewer than "
-            f"data.batch_size={cfg.data.batch_size}; use a smaller data.batch_size"
+        shard = {"rank": ctx.rank, "world_size": ctx.world_size} if ctx.world_size > 1 else {}
+        batch, eval_batch = cfg.data.batch_size, cfg.data.eval_batch_size or cfg.data.batch_size
+        self.train_loader = split_loader(
+            self.built, "train", batch, self.device, train=True, seed=cfg.seed, **shard
         )
-    val_batches = min(len(val_loader), cfg.trainer.limit_val_batches or math.inf)
-    total_steps = steps_per_epoch * cfg.trainer.epochs
-    if cfg.trainer.max_steps:
-        total_steps = min(total_steps, cfg.trainer.max_steps)
+        self.val_loader = split_loader(self.built, "val", eval_batch, self.device, train=False, **shard)
+        self.steps_per_epoch = min(len(self.train_loader), cfg.trainer.limit_train_batches or math.inf)
+        if self.steps_per_epoch == 0:
+            raise UserError(
+                f"the training split has {self.train_loader.dataset_size} images, fewer than "
+                f"data.batch_size={batch} per process; use a smaller data.batch_size"
+            )
+        self.val_batches = min(len(self.val_loader), cfg.trainer.limit_val_batches or math.inf)
+        total_steps = self.steps_per_epoch * cfg.trainer.epochs
+        if cfg.trainer.max_steps:
+            total_steps = min(total_steps, cfg.trainer.max_steps)
 
-    optimizer = build_optimizer(cfg.optimizer, model)
-    schedule = build_schedule(cfg.scheduler, optimizer, total_steps, cfg.optimizer.lr)
-    scaler = precision.grad_scaler()
-    state = TrainState(max_steps=cfg.trainer.max_steps)
-    start_epoch, best = 0, {"val_acc1": -1.0, "epoch": -1}
-    if cfg.resume:
-        saved = load_checkpoint(_resume_path(cfg.resume))
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if schedule.scheduler is not None and saved.get("scheduler"):
-            schedule.scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved.get("scaler") or {})
-        start_epoch, state.step = saved["epoch"] + 1, saved["step"]
-        best = {"val_acc1": saved["best_metric"], "epoch": saved.get("best_epoch", -1)}
-        restore_rng(saved["rng"])
-        log.info(f"resumed from {cfg.resume} at epoch {start_epoch}, step {state.step}")
+        self.optimizer = build_optimizer(cfg.optimizer, self.model)
+        self.schedule = build_schedule(cfg.scheduler, self.optimizer, total_steps, cfg.optimizer.lr)
+        self.scaler = self.precision.grad_scaler()
+        self.criterion = nn.CrossEntropyLoss()
+        self.step, self.start_epoch, self.resume_batch = 0, 0, 0
+        self.best = {"val_acc1": -1.0, "epoch": -1}
+        self.epoch_sums = MetricSums(self.device, self.built.topk)
+        self.run_dir = run_dir
+        resume_from = find_resume_checkpoint(cfg, run_dir)
+        if resume_from is not None:
+            self._restore(resume_from)
+        self.tracker = self._open_tracker(resumed=resume_from is not None)
 
-    write_run_info(run_dir)
-    tracker = RunTracker(run_dir, purge_step=state.step if cfg.resume else None)
-    parameters = sum(p.numel() for p in model.parameters())
-    log.info(
-        f"{cfg.model.name} ({built.variant} variant, {parameters:,} parameters, "
-        f"{built.num_classes} classes) on {cfg.data.name} at {built.image_size} px: "
-        f"{train_loader.dataset_size} train / {val_loader.dataset_size} val images, "
-        f"{device}, {precision.name}"
-    )
-    checkpoints = run_dir / "checkpoints"
-    try:
-        for epoch in range(start_epoch, cfg.trainer.epochs):
-            if state.done:
+    def _restore(self, path: Path) -> None:
+        saved = load_checkpoint(path)
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.schedule.scheduler is not None and saved.get("scheduler"):
+            self.schedule.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved.get("scaler") or {})
+        self.step = saved["step"]
+        self.best = {"val_acc1": saved["best_metric"], "epoch": saved.get("best_epoch", -1)}
+        if saved.get("epoch_done", True):
+            self.start_epoch = saved["epoch"] + 1
+        else:
+            self.start_epoch, self.resume_batch = saved["epoch"], saved["batch_in_epoch"]
+            self.epoch_sums.sums.copy_(saved["train_sums"][self.ctx.rank])
+        restore_rng(saved["rng"][min(self.ctx.rank, len(saved["rng"]) - 1)])
+        if path.parent.name == "checkpoints":
+            self.run_dir = path.parents[1]
+        log.info(
+            f"resumed from {path} at epoch {self.start_epoch + 1}, batch {self.resume_batch}, "
+            f"step {self.step}; writing into {self.run_dir}"
+        )
+
+    def _open_tracker(self, *, resumed: bool) -> RunTracker | None:
+        if not self.ctx.is_main:
+            return None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resumed:
+            trim_metrics(self.run_dir / "metrics.jsonl", self.start_epoch)
+            _also_log_to(self.run_dir / "train.log")
+        else:
+            write_run_info(self.run_dir)
+        return RunTracker(self.run_dir, purge_step=self.step if resumed else None)
+
+    @property
+    def done(self) -> bool:
+        """Whether the step budget (`trainer.max_steps`) is spent."""
+        return bool(self.cfg.trainer.max_steps) and self.step >= self.cfg.trainer.max_steps
+
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs; return the best validation result."""
+        cfg = self.cfg
+        parameters = sum(p.numel() for p in self.model.parameters())
+        log.info(
+            f"{cfg.model.name} ({self.built.variant} variant, {parameters:,} parameters, "
+            f"{self.built.num_classes} classes) on {cfg.data.name} at {self.built.image_size} px: "
+            f"{self.train_loader.dataset_size} train / {self.val_loader.dataset_size} val images, "
+            f"{self.device} x{self.ctx.world_size}, {self.precision.name}"
+        )
+        try:
+            with StopSignal() as stop:
+                guard = StepGuard(self.device, stop, check_finite=self.precision.name != "fp16")
+                for epoch in range(self.start_epoch, cfg.trainer.epochs):
+                    if self.done:
+                        break
+                    self._run_epoch(epoch, guard, stop)
+        except torch.OutOfMemoryError as error:
+            size = cfg.data.batch_size
+            raise UserError(
+                f"CUDA out of memory at data.batch_size={size}; try data.batch_size={size // 2}"
+                " or trainer.precision=bf16"
+            ) from error
+        finally:
+            if self.tracker is not None:
+                self.tracker.close()
+        return {"best_val_acc1": self.best["val_acc1"], "best_epoch": self.best["epoch"],
+                "step": self.step, "run_dir": str(self.run_dir)}
+
+    def _run_epoch(self, epoch: int, guard: StepGuard, stop: StopSignal) -> None:
+        cfg = self.cfg
+        skip = self.resume_batch if epoch == self.start_epoch else 0
+        if skip == 0:
+            self.epoch_sums = MetricSums(self.device, self.built.topk)
+        self.train_loader.set_epoch(epoch)
+        self.train_model.train()
+        lr = current_lr(self.optimizer)
+        batches = itertools.islice(self.train_loader, skip, self.steps_per_epoch)
+        bar = progress(batches, total=self.steps_per_epoch - skip,
+                       desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}")
+        start, batch_index, trained = time.perf_counter(), skip, 0
+        for images, targets in bar:
+            logits, loss = train_step(
+                self.train_model, images, targets, criterion=self.criterion,
+                optimizer=self.optimizer, scaler=self.scaler, precision=self.precision,
+            )
+            self.schedule.step_iteration()
+            self.epoch_sums.update(logits, targets, loss)
+            self.step, batch_index, trained = self.step + 1, batch_index + 1, trained + 1
+            reason = guard.after_step(loss)
+            if reason == "nonfinite":
+                raise UserError(
+                    f"the loss became non-finite at step {self.step} (epoch {epoch + 1}); no "
+                    f"checkpoint was written after it; lower optimizer.lr (now {cfg.optimizer.lr})"
+                )
+            if reason == "signal":
+                bar.close()
+                path = self._save(epoch, batch_index, epoch_done=False)
+                log.info(f"stopping on signal {stop.received}; saved {path}")
+                raise Interrupted(stop.received or 15, str(path))
+            if self.step % cfg.trainer.log_every_steps == 0:
+                running = self.epoch_sums.read()
+                bar.set_postfix(loss=f"{running['loss']:.4f}", acc1=f"{running['acc1']:.3f}")
+                if self.tracker is not None:
+                    values = {"train/batch_loss": loss.item(), "lr": current_lr(self.optimizer)}
+                    self.tracker.scalars(values, self.step)
+            every = cfg.trainer.checkpoint_every_steps
+            if every and self.step % every == 0 and batch_index < self.steps_per_epoch:
+                self._save(epoch, batch_index, epoch_done=False)
+            if self.done:
                 break
-            train_loader.set_epoch(epoch)
-            lr = current_lr(optimizer)
-            train = train_one_epoch(
-                model,
-                train_loader,
-                steps_per_epoch,
-                optimizer=optimizer,
-                schedule=schedule,
-                scaler=scaler,
-                precision=precision,
-                state=state,
-                topk=built.topk,
-                log_every=cfg.trainer.log_every_steps,
-                on_log=lambda step, values: tracker.scalars(values, step),
-                desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}",
-            )
-            schedule.step_epoch()
-            val = evaluate(model, val_loader, val_batches, precision=precision, topk=built.topk)
-            record = {
-                "epoch": epoch,
-                "step": state.step,
-                "train_loss": train["loss"],
-                "train_acc1": train["acc1"],
-                "val_loss": val["loss"],
-                "val_acc1": val["acc1"],
-                "val_acc5": val["acc5"],
-                "val_samples": val["samples"],
-                "lr": lr,
-                "images_per_sec": train["images_per_sec"],
-                "epoch_time_s": train["time_s"],
-            }
-            tracker.log_epoch(record)
-            is_best = val["acc1"] > best["val_acc1"]
-            if is_best:
-                best = {"val_acc1": val["acc1"], "epoch": epoch}
-            checkpoint = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": schedule.scheduler.state_dict() if schedule.scheduler else {},
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "step": state.step,
-                "best_metric": best["val_acc1"],
-                "best_epoch": best["epoch"],
-                "val_acc1": val["acc1"],
-                "config": config,
-                "class_names": list(built.dataset.class_names),
-                "rng": capture_rng(),
-            }
-            save_checkpoint(checkpoints / "last.pt", checkpoint)
-            if is_best:
-                _copy_atomically(checkpoints / "last.pt", checkpoints / "best.pt")
-            log.info(
-                f"epoch {epoch + 1}/{cfg.trainer.epochs} | train loss {train['loss']:.4f} "
-                f"acc1 {train['acc1']:.4f} | val loss {val['loss']:.4f} acc1 {val['acc1']:.4f} "
-                f"acc5 {val['acc5']:.4f} | lr {lr:.4g} | {train['images_per_sec']:.0f} img/s | "
-                f"{train['time_s']:.1f} s"
-            )
-    finally:
-        tracker.close()
-    return {"best_val_acc1": best["val_acc1"], "best_epoch": best["epoch"], "step": state.step}
+        bar.close()
+        train = self.epoch_sums.read()
+        elapsed = time.perf_counter() - start
+        self.schedule.step_epoch()
+        val = evaluate(
+            self.train_model, self.val_loader, self.val_batches,
+            precision=self.precision, topk=self.built.topk,
+        ).read()
+        images_per_sec = trained * cfg.data.batch_size * self.ctx.world_size / max(elapsed, 1e-9)
+        record = {
+            "epoch": epoch, "step": self.step,
+            "train_loss": train["loss"], "train_acc1": train["acc1"],
+            "val_loss": val["loss"], "val_acc1": val["acc1"], "val_acc5": val["acc5"],
+            "val_samples": val["samples"], "lr": lr,
+            "images_per_sec": images_per_sec, "epoch_time_s": elapsed,
+        }
+        is_best = val["acc1"] > self.best["val_acc1"]
+        if is_best:
+            self.best = {"val_acc1": val["acc1"], "epoch": epoch}
+        if self.tracker is not None:
+            self.tracker.log_epoch(record)
+        path = self._save(epoch, batch_index, epoch_done=True)
+        if is_best and path is not None:
+            _copy_atomically(path, path.with_name("best.pt"))
+        log.info(
+            f"epoch {epoch + 1}/{cfg.trainer.epochs} | train loss {train['loss']:.4f} "
+            f"acc1 {train['acc1']:.4f} | val loss {val['loss']:.4f} acc1 {val['acc1']:.4f} "
+            f"acc5 {val['acc5']:.4f} | lr {lr:.4g} | {images_per_sec:.0f} img/s | {elapsed:.1f} s"
+        )
+
+    def _save(self, epoch: int, batch_in_epoch: int, *, epoch_done: bool) -> Path | None:
+        """Write checkpoints/last.pt (rank 0); every rank contributes its RNG and metric state."""
+        rng = all_gather_objects(capture_rng())
+        sums = all_gather_objects(self.epoch_sums.sums.cpu())
+        if not self.ctx.is_main:
+            return None
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.scheduler.state_dict() if self.schedule.scheduler else {},
+            "scaler": self.scaler.state_dict(),
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
+            "epoch_done": epoch_done,
+            "step": self.step,
+            "best_metric": self.best["val_acc1"],
+            "best_epoch": self.best["epoch"],
+            "config": self.config,
+            "class_names": list(self.built.dataset.class_names),
+            "rng": rng,
+            "train_sums": sums,
+        }
+        path = self.run_dir / "checkpoints" / "last.pt"
+        save_checkpoint(path, state)
+        return path
+
+
+def _also_log_to(path: Path) -> None:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
 
 
 def _copy_atomically(source: Path, target: Path) -> None:
@@ -177,6 +298,10 @@ def _copy_atomically(source: Path, target: Path) -> None:
         temporary.replace(target)
     except OSError as error:
         temporary.unlink(missing_ok=True)
-        raise UserError(
-            f"could not write checkpoint {target}: {error.strerror or error}"
-        ) from error
+        raise UserError(f"could not write checkpoint {target}: {error.strerror or error}") from error
+
+
+def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train `cfg.model` on `cfg.data` in this process; write the run folder; return the summary."""
+    ctx = resolve_context(cfg.device)
+    return Trainer(cfg, run_dir, ctx).fit()

@@ -32,6 +32,7 @@ class AlexNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
         )
+        self.pooled_size = POOLED_SIZE
         self.avgpool = nn.AdaptiveAvgPool2d(POOLED_SIZE)
         self.classifier = nn.Sequential(
             nn.Dropout(p=dropout),
@@ -46,7 +47,7 @@ class AlexNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
         # At 224 px the map is already 6x6; skipping the pool keeps CUDA backward deterministic.
-        if x.shape[-2:] != POOLED_SIZE:
+        if x.shape[-2:] != self.pooled_size:
             x = self.avgpool(x)
         return self.classifier(torch.flatten(x, 1))
 
