@@ -36,7 +36,11 @@ def start_training(run_dir: Path, *overrides: str) -> subprocess.Popen[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [console_script("cnn-train"), *LONG_RUN, f"hydra.run.dir={run_dir}", *overrides],
-        cwd=run_dir.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=run_dir.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -142,21 +146,27 @@ def test_a_failed_save_is_an_error_naming_the_cause(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint_module.torch, "save", disk_full)
-    with pytest.raises(UserError, match="could not write checkpoint .*No space left on device"):
+    with pytest.raises(UserError, match=r"could not write checkpoint .*No space left on device"):
         fit(train_config(), tmp_path)
 
 
 def test_a_non_finite_loss_stops_at_once_without_a_nan_checkpoint(train_config, tmp_path):
     with pytest.raises(UserError, match="non-finite at step") as raised:
-        fit(train_config("optimizer.lr=1e30", "trainer.checkpoint_every_steps=1",
-                         "trainer.epochs=3"), tmp_path)
+        fit(
+            train_config(
+                "optimizer.lr=1e30", "trainer.checkpoint_every_steps=1", "trainer.epochs=3"
+            ),
+            tmp_path,
+        )
     step = int(str(raised.value).split("at step ")[1].split()[0])
     assert step <= 3
     last = tmp_path / "checkpoints" / "last.pt"
     if last.exists():
         state = torch.load(last, weights_only=True)
         assert state["step"] < step
-        assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+        assert all(
+            torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point()
+        )
 
 
 class PlantsAMarker:

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from cnn_train.errors import Interrupted, UserError
+from cnn_train.errors import ExitRequest, UserError
 from cnn_train.schema import register_configs
 
 CONFIG_PATH = "pkg://cnn_train.configs"
@@ -31,8 +31,9 @@ def _run_job(job: Callable[[DictConfig, Path], dict[str, Any]], cfg: DictConfig)
     except UserError as error:
         log.error(f"error: {error}")
         sys.exit(1)
-    except Interrupted as error:
-        log.warning(str(error))
+    except ExitRequest as error:
+        if str(error):
+            log.warning(str(error))
         sys.exit(error.exit_code)
     except MissingMandatoryValue as error:
         log.error(f"error: {error.full_key} is required; pass {error.full_key}=...")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -11,7 +15,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig
 from torch import nn
 
-from cnn_train.errors import UserError
+from cnn_train.errors import ExitRequest, UserError
 
 
 @dataclass(frozen=True)
@@ -73,3 +77,91 @@ def all_gather_objects(value: Any) -> list[Any]:
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def backend_for(cfg: DictConfig) -> str:
+    """nccl between GPUs, gloo on the CPU, unless `device.backend` names one."""
+    if cfg.get("backend", "auto") != "auto":
+        return str(cfg.backend)
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def process_count(cfg: DictConfig) -> int:
+    """`device.num_procs`, else one process per visible GPU (two on a machine without one)."""
+    if cfg.get("num_procs"):
+        return int(cfg.num_procs)
+    return torch.cuda.device_count() if torch.cuda.is_available() else 2
+
+
+def launched_by_torchrun() -> bool:
+    """Whether torchrun (or another launcher) already started this process as one rank."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
+
+
+def init_process_group(cfg: DictConfig) -> None:
+    """Join the job's process group from the environment (MASTER_ADDR, RANK, WORLD_SIZE...)."""
+    world_size = int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    else:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    dist.init_process_group(backend_for(cfg), timeout=timedelta(minutes=10))
+
+
+def _worker(
+    local_rank: int,
+    world_size: int,
+    port: int,
+    job: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(local_rank),
+        LOCAL_RANK=str(local_rank),
+        WORLD_SIZE=str(world_size),
+    )
+    job(*args)
+
+
+def spawn_workers(world_size: int, job: Callable[..., Any], *args: Any) -> None:
+    """Run `job(*args)` in `world_size` fresh processes (spawn) and wait for all of them.
+
+    SIGTERM to this process is passed on to the workers (Ctrl-C reaches them directly). A
+    worker that fails ends the others at once; its exit status becomes this job's.
+    """
+    import torch.multiprocessing as mp
+
+    context = mp.start_processes(
+        _worker,
+        args=(world_size, _free_port(), job, args),
+        nprocs=world_size,
+        join=False,
+        start_method="spawn",
+    )
+
+    def forward(signal_number: int, frame: object) -> None:
+        for process in context.processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal_number)
+
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    }
+    try:
+        while not context.join():
+            pass
+    except mp.ProcessExitedException as error:
+        raise ExitRequest("", error.exit_code if error.exit_code > 0 else 1) from error
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

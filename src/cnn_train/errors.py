@@ -5,9 +5,17 @@ class UserError(Exception):
     """A bad config value, missing data or an input the model cannot take."""
 
 
-class Interrupted(Exception):
+class ExitRequest(Exception):
+    """End the program with `exit_code` after logging the message (if any); no traceback."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Interrupted(ExitRequest):
     """Training stopped on SIGINT or SIGTERM after saving a resumable checkpoint."""
 
     def __init__(self, signal_number: int, checkpoint: str) -> None:
-        super().__init__(f"stopped by signal {signal_number}; resume with resume={checkpoint}")
-        self.exit_code = 128 + signal_number
+        message = f"stopped by signal {signal_number}; resume with resume={checkpoint}"
+        super().__init__(message, 128 + signal_number)

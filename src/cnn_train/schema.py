@@ -12,7 +12,8 @@ from cnn_train.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 VARIANTS = ("auto", "imagenet", "small")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "ddp", "mps")
+BACKENDS = ("auto", "nccl", "gloo")
 
 
 @dataclass
@@ -96,6 +97,9 @@ class OneCycleConfig(SchedulerConfig):
 @dataclass
 class DeviceConfig:
     name: str = "auto"
+    num_procs: int | None = None
+    backend: str = "auto"
+    sync_bn: bool = False
 
 
 @dataclass
@@ -200,6 +204,8 @@ def validate_train(cfg: DictConfig) -> None:
     )
     validate_data(cfg.data)
     _one_of(cfg.device.name, DEVICES, "device.name")
+    _one_of(cfg.device.backend, BACKENDS, "device.backend")
+    _positive(cfg.device.num_procs, "device.num_procs")
 
 
 def validate_data(data: DictConfig) -> None:

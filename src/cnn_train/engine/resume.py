@@ -1,4 +1,4 @@
-"""Finding the checkpoint a run resumes from, and trimming what the interrupted run wrote after it."""
+"""Finding the checkpoint a run resumes from, and trimming what was written after it."""
 
 from __future__ import annotations
 
@@ -43,7 +43,9 @@ def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
         path = Path(cfg.resume).expanduser()
         path = path / "checkpoints" / "last.pt" if path.is_dir() else path
         if not path.is_file():
-            raise UserError(f"resume={cfg.resume}: no checkpoint there; pass a .pt file or a run folder")
+            raise UserError(
+                f"resume={cfg.resume}: no checkpoint there; pass a .pt file or a run folder"
+            )
         return path
     own = run_dir / "checkpoints" / "last.pt"
     if own.is_file():
@@ -64,7 +66,7 @@ def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
 
 
 def trim_metrics(metrics_path: Path, first_epoch: int) -> None:
-    """Drop metrics.jsonl lines of epochs at or after `first_epoch` (they are about to be redone)."""
+    """Drop metrics.jsonl lines of epochs from `first_epoch` on (they are about to be redone)."""
     if not metrics_path.is_file():
         return
     kept = [

@@ -4,29 +4,42 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import logging
 import math
 import os
 import random
 import shutil
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cnn_train.build import ModelAndData, build_model_and_data, load_weights, split_loader
 from cnn_train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from cnn_train.distributed import DistContext, all_gather_objects, resolve_context, wrap_model
+from cnn_train.distributed import (
+    DistContext,
+    all_gather_objects,
+    init_process_group,
+    launched_by_torchrun,
+    process_count,
+    resolve_context,
+    spawn_workers,
+    wrap_model,
+)
 from cnn_train.engine.guards import StepGuard, StopSignal
 from cnn_train.engine.loop import current_lr, evaluate, train_step
 from cnn_train.engine.metrics import MetricSums
 from cnn_train.engine.precision import resolve_precision
 from cnn_train.engine.resume import find_resume_checkpoint, trim_metrics
-from cnn_train.errors import Interrupted, UserError
+from cnn_train.errors import ExitRequest, Interrupted, UserError
 from cnn_train.optim import build_optimizer, build_schedule
 from cnn_train.schema import validate_train
 from cnn_train.tracking import RunTracker, progress, write_run_info
@@ -94,8 +107,12 @@ class Trainer:
         self.train_loader = split_loader(
             self.built, "train", batch, self.device, train=True, seed=cfg.seed, **shard
         )
-        self.val_loader = split_loader(self.built, "val", eval_batch, self.device, train=False, **shard)
-        self.steps_per_epoch = min(len(self.train_loader), cfg.trainer.limit_train_batches or math.inf)
+        self.val_loader = split_loader(
+            self.built, "val", eval_batch, self.device, train=False, **shard
+        )
+        self.steps_per_epoch = min(
+            len(self.train_loader), cfg.trainer.limit_train_batches or math.inf
+        )
         if self.steps_per_epoch == 0:
             raise UserError(
                 f"the training split has {self.train_loader.dataset_size} images, fewer than "
@@ -183,8 +200,12 @@ class Trainer:
         finally:
             if self.tracker is not None:
                 self.tracker.close()
-        return {"best_val_acc1": self.best["val_acc1"], "best_epoch": self.best["epoch"],
-                "step": self.step, "run_dir": str(self.run_dir)}
+        return {
+            "best_val_acc1": self.best["val_acc1"],
+            "best_epoch": self.best["epoch"],
+            "step": self.step,
+            "run_dir": str(self.run_dir),
+        }
 
     def _run_epoch(self, epoch: int, guard: StepGuard, stop: StopSignal) -> None:
         cfg = self.cfg
@@ -195,13 +216,21 @@ class Trainer:
         self.train_model.train()
         lr = current_lr(self.optimizer)
         batches = itertools.islice(self.train_loader, skip, self.steps_per_epoch)
-        bar = progress(batches, total=self.steps_per_epoch - skip,
-                       desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}")
+        bar = progress(
+            batches,
+            total=self.steps_per_epoch - skip,
+            desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}",
+        )
         start, batch_index, trained = time.perf_counter(), skip, 0
         for images, targets in bar:
             logits, loss = train_step(
-                self.train_model, images, targets, criterion=self.criterion,
-                optimizer=self.optimizer, scaler=self.scaler, precision=self.precision,
+                self.train_model,
+                images,
+                targets,
+                criterion=self.criterion,
+                optimizer=self.optimizer,
+                scaler=self.scaler,
+                precision=self.precision,
             )
             self.schedule.step_iteration()
             self.epoch_sums.update(logits, targets, loss)
@@ -233,16 +262,25 @@ class Trainer:
         elapsed = time.perf_counter() - start
         self.schedule.step_epoch()
         val = evaluate(
-            self.train_model, self.val_loader, self.val_batches,
-            precision=self.precision, topk=self.built.topk,
+            self.train_model,
+            self.val_loader,
+            self.val_batches,
+            precision=self.precision,
+            topk=self.built.topk,
         ).read()
         images_per_sec = trained * cfg.data.batch_size * self.ctx.world_size / max(elapsed, 1e-9)
         record = {
-            "epoch": epoch, "step": self.step,
-            "train_loss": train["loss"], "train_acc1": train["acc1"],
-            "val_loss": val["loss"], "val_acc1": val["acc1"], "val_acc5": val["acc5"],
-            "val_samples": val["samples"], "lr": lr,
-            "images_per_sec": images_per_sec, "epoch_time_s": elapsed,
+            "epoch": epoch,
+            "step": self.step,
+            "train_loss": train["loss"],
+            "train_acc1": train["acc1"],
+            "val_loss": val["loss"],
+            "val_acc1": val["acc1"],
+            "val_acc5": val["acc5"],
+            "val_samples": val["samples"],
+            "lr": lr,
+            "images_per_sec": images_per_sec,
+            "epoch_time_s": elapsed,
         }
         is_best = val["acc1"] > self.best["val_acc1"]
         if is_best:
@@ -298,10 +336,59 @@ def _copy_atomically(source: Path, target: Path) -> None:
         temporary.replace(target)
     except OSError as error:
         temporary.unlink(missing_ok=True)
-        raise UserError(f"could not write checkpoint {target}: {error.strerror or error}") from error
+        raise UserError(
+            f"could not write checkpoint {target}: {error.strerror or error}"
+        ) from error
+
+
+def _train_rank(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    init_process_group(cfg.device)
+    try:
+        ctx = resolve_context(cfg.device)
+        if not ctx.is_main:
+            logging.getLogger().setLevel(logging.WARNING)
+        return Trainer(cfg, run_dir, ctx).fit()
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawned_rank(cfg: DictConfig, run_dir: Path, result_path: Path) -> None:
+    """A worker process: log like the parent job, train, report rank 0's summary in a file."""
+    rank = int(os.environ["RANK"])
+    root = logging.getLogger()
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(
+        logging.Formatter("%(message)s" if rank == 0 else f"[rank {rank}] %(message)s")
+    )
+    root.addHandler(console)
+    root.setLevel(logging.INFO)
+    if rank == 0:
+        _also_log_to(run_dir / "train.log")
+    try:
+        summary = _train_rank(cfg, run_dir)
+    except UserError as error:
+        log.error(f"error: {error}")
+        sys.exit(1)
+    except ExitRequest as error:
+        if rank == 0:
+            log.warning(str(error))
+        sys.exit(error.exit_code)
+    if rank == 0:
+        result_path.write_text(json.dumps(summary))
 
 
 def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train `cfg.model` on `cfg.data` in this process; write the run folder; return the summary."""
-    ctx = resolve_context(cfg.device)
-    return Trainer(cfg, run_dir, ctx).fit()
+    """Train `cfg.model` on `cfg.data`; write the run folder; return the summary.
+
+    With `device=ddp` this process starts one worker per GPU (or `device.num_procs` on the CPU),
+    unless torchrun already started it as one rank of a job.
+    """
+    if cfg.device.name != "ddp":
+        return Trainer(cfg, run_dir, resolve_context(cfg.device)).fit()
+    validate_train(cfg)
+    if launched_by_torchrun():
+        return _train_rank(cfg, run_dir)
+    with tempfile.TemporaryDirectory() as scratch:
+        result_path = Path(scratch) / "summary.json"
+        spawn_workers(process_count(cfg.device), _spawned_rank, cfg, run_dir, result_path)
+        return json.loads(result_path.read_text())
