@@ -35,6 +35,8 @@ class DataConfig:
     image_size: int | None = None
     augment: str = "none"
     split: str = "val"
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
 
 
 @dataclass
@@ -112,6 +114,19 @@ class TrainerConfig:
     log_every_steps: int = 25
     checkpoint_every_steps: int | None = None
     deterministic: bool = False
+    channels_last: bool | None = None
+    compile: bool = False
+    label_smoothing: float = 0.0
+    grad_clip_norm: float | None = None
+    accumulate_steps: int = 1
+    ema_decay: float | None = None
+
+
+@dataclass
+class TrackingConfig:
+    histogram_every: int = 0
+    image_grid: bool = True
+    graph: bool = True
 
 
 @dataclass
@@ -122,6 +137,7 @@ class TrainConfig:
     scheduler: Any = MISSING
     device: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 0
     resume: str | None = None
 
@@ -191,6 +207,20 @@ def validate_train(cfg: DictConfig) -> None:
     _positive(cfg.trainer.limit_val_batches, "trainer.limit_val_batches")
     _positive(cfg.trainer.log_every_steps, "trainer.log_every_steps")
     _positive(cfg.trainer.checkpoint_every_steps, "trainer.checkpoint_every_steps")
+    _positive(cfg.trainer.accumulate_steps, "trainer.accumulate_steps")
+    _positive(cfg.trainer.grad_clip_norm, "trainer.grad_clip_norm")
+    _require(
+        0 <= cfg.trainer.label_smoothing < 1,
+        f"trainer.label_smoothing must be in [0, 1), got {cfg.trainer.label_smoothing}",
+    )
+    _require(
+        cfg.trainer.ema_decay is None or 0 < cfg.trainer.ema_decay < 1,
+        f"trainer.ema_decay must be in (0, 1), got {cfg.trainer.ema_decay}",
+    )
+    _require(
+        cfg.tracking.histogram_every >= 0,
+        f"tracking.histogram_every must be >= 0, got {cfg.tracking.histogram_every}",
+    )
     _one_of(cfg.trainer.precision, PRECISIONS, "trainer.precision")
     _positive(cfg.optimizer.lr, "optimizer.lr")
     _require(
@@ -214,6 +244,8 @@ def validate_data(data: DictConfig) -> None:
     _positive(data.eval_batch_size, "data.eval_batch_size")
     _positive(data.image_size, "data.image_size")
     _require(data.num_workers >= 0, f"data.num_workers must be >= 0, got {data.num_workers}")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        _require(data[key] >= 0, f"data.{key} must be >= 0, got {data[key]}")
     if "val_fraction" in data:
         _require(
             0 < data.val_fraction < 1,

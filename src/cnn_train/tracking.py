@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import socket
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+from torch import nn
 from tqdm import tqdm
 
 T = TypeVar("T")
+MAX_CLASS_SCALARS = 100
+log = logging.getLogger(__name__)
 PACKAGES = ("cnn-train", "torch", "torchvision", "hydra-core", "omegaconf", "tensorboard")
 
 
@@ -87,13 +93,74 @@ class RunTracker:
             "val/loss": "val_loss",
             "val/acc1": "val_acc1",
             "val/acc5": "val_acc5",
+            "val_ema/loss": "val_ema_loss",
+            "val_ema/acc1": "val_ema_acc1",
+            "val_ema/acc5": "val_ema_acc5",
             "lr": "lr",
             "images_per_sec": "images_per_sec",
             "epoch_time_s": "epoch_time_s",
         }
-        self.scalars({tag: record[key] for tag, key in tags.items()}, record["step"])
+        present = {tag: record[key] for tag, key in tags.items() if key in record}
+        self.scalars(present, record["step"])
         self.writer.flush()
+
+    def log_start(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        *,
+        image_grid: bool,
+        graph: bool,
+    ) -> None:
+        """Once at the start: a grid of (augmented) training images and the model graph."""
+        from torchvision.utils import make_grid
+
+        if image_grid:
+            sample = images[:64].detach().float().cpu()
+            sample = sample * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(
+                1, -1, 1, 1
+            )
+            self.writer.add_image("train/images", make_grid(sample.clamp(0, 1), nrow=8), 0)
+        if graph:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # add_graph traces with torch.jit
+                    self.writer.add_graph(model, images[:1])
+            except Exception as error:  # tracing can fail for exotic models; the run goes on
+                log.warning(f"TensorBoard graph skipped: {error}")
+
+    def log_validation_details(
+        self, confusion: torch.Tensor | None, class_names: list[str], step: int
+    ) -> None:
+        """The confusion matrix as an image and each class's accuracy (as scalars up to 100)."""
+        if confusion is None:
+            return
+        self.writer.add_image("val/confusion_matrix", confusion_image(confusion), step)
+        per_class = confusion.diag().double() / confusion.sum(dim=1).double().clamp(min=1)
+        self.writer.add_histogram("val/class_acc1", per_class, step)
+        if len(class_names) <= MAX_CLASS_SCALARS:
+            for name, accuracy in zip(class_names, per_class.tolist(), strict=True):
+                self.writer.add_scalar(f"val_class_acc1/{name}", accuracy, step)
+        self.writer.flush()
+
+    def log_histograms(self, model: nn.Module, grad_norms: torch.Tensor | None, step: int) -> None:
+        """Histograms of every parameter, and of the per-tensor gradient norms of the last step."""
+        for name, parameter in model.named_parameters():
+            self.writer.add_histogram(f"weights/{name}", parameter.detach().float().cpu(), step)
+        if grad_norms is not None:
+            self.writer.add_histogram("gradients/norm", grad_norms.cpu(), step)
 
     def close(self) -> None:
         """Flush and close the event file."""
         self.writer.close()
+
+
+def confusion_image(confusion: torch.Tensor, cell: int = 8) -> torch.Tensor:
+    """The row-normalized confusion matrix as a [3, H, W] image: white 0, dark blue 1."""
+    rows = confusion.double().sum(dim=1, keepdim=True).clamp_(min=1)
+    share = (confusion.double() / rows).float()
+    share = share.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+    white_to_blue = torch.tensor([0.9, 0.8, 0.2]).view(3, 1, 1)
+    return (1.0 - share.unsqueeze(0) * white_to_blue).clamp_(0, 1)

@@ -9,9 +9,15 @@ import torch.distributed as dist
 class MetricSums:
     """Sums of loss, top-1 hits, top-k hits and samples over a phase, read back on demand."""
 
-    def __init__(self, device: torch.device, topk: int) -> None:
+    def __init__(self, device: torch.device, topk: int, num_classes: int | None = None) -> None:
         self.topk = topk
         self.sums = torch.zeros(4, dtype=torch.float64, device=device)
+        self.num_classes = num_classes
+        self.confusion = (
+            torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+            if num_classes
+            else None
+        )
 
     def update(self, logits: torch.Tensor, targets: torch.Tensor, mean_loss: torch.Tensor) -> None:
         """Add one batch (its mean loss, logits and targets) without a host sync."""
@@ -28,6 +34,18 @@ class MetricSums:
                 ]
             )
             self.sums.add_(batch)
+            if self.confusion is not None:
+                cells = targets * self.num_classes + top[:, 0]
+                self.confusion.add_(torch.bincount(cells, minlength=self.confusion.numel()))
+
+    def confusion_matrix(self) -> torch.Tensor | None:
+        """Counts [true class, predicted class] over all ranks, if tracked (every rank calls it)."""
+        if self.confusion is None or self.num_classes is None:
+            return None
+        counts = self.confusion.clone()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(counts)
+        return counts.view(self.num_classes, self.num_classes).cpu()
 
     def read(self) -> dict[str, float]:
         """Loss, acc1 and acc5 as means over the samples seen, and the sample count.

@@ -35,10 +35,11 @@ from cnn_train.distributed import (
     wrap_model,
 )
 from cnn_train.engine.guards import StepGuard, StopSignal
-from cnn_train.engine.loop import current_lr, evaluate, train_step
+from cnn_train.engine.loop import current_lr, evaluate
 from cnn_train.engine.metrics import MetricSums
-from cnn_train.engine.precision import resolve_precision
+from cnn_train.engine.precision import resolve_precision, use_channels_last
 from cnn_train.engine.resume import find_resume_checkpoint, trim_metrics
+from cnn_train.engine.stepper import Stepper
 from cnn_train.errors import ExitRequest, Interrupted, UserError
 from cnn_train.optim import build_optimizer, build_schedule
 from cnn_train.schema import validate_train
@@ -98,8 +99,12 @@ class Trainer:
         set_determinism(cfg, self.built, self.device)
         if cfg.model.weights:
             load_weights(self.built.model, cfg.model.weights)
-        self.model: nn.Module = self.built.model.to(self.device)
+        channels_last = use_channels_last(cfg.trainer.channels_last, self.device, cfg.model.name)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model: nn.Module = self.built.model.to(self.device, memory_format=memory_format)
         self.train_model = wrap_model(self.model, cfg.device, ctx)
+        if cfg.trainer.compile:
+            self.train_model = torch.compile(self.train_model)
         self.config = resolved_config(cfg, self.built, self.precision.name)
 
         shard = {"rank": ctx.rank, "world_size": ctx.world_size} if ctx.world_size > 1 else {}
@@ -110,23 +115,32 @@ class Trainer:
         self.val_loader = split_loader(
             self.built, "val", eval_batch, self.device, train=False, **shard
         )
-        self.steps_per_epoch = min(
-            len(self.train_loader), cfg.trainer.limit_train_batches or math.inf
-        )
+        accumulate = cfg.trainer.accumulate_steps
+        batches = min(len(self.train_loader), cfg.trainer.limit_train_batches or math.inf)
+        self.steps_per_epoch = batches - batches % accumulate
         if self.steps_per_epoch == 0:
             raise UserError(
-                f"the training split has {self.train_loader.dataset_size} images, fewer than "
-                f"data.batch_size={batch} per process; use a smaller data.batch_size"
+                f"the training split has {self.train_loader.dataset_size} images, too few for "
+                f"data.batch_size={batch} per process x trainer.accumulate_steps={accumulate}; "
+                "use a smaller data.batch_size"
             )
         self.val_batches = min(len(self.val_loader), cfg.trainer.limit_val_batches or math.inf)
-        total_steps = self.steps_per_epoch * cfg.trainer.epochs
+        total_steps = self.steps_per_epoch // accumulate * cfg.trainer.epochs
         if cfg.trainer.max_steps:
             total_steps = min(total_steps, cfg.trainer.max_steps)
 
         self.optimizer = build_optimizer(cfg.optimizer, self.model)
         self.schedule = build_schedule(cfg.scheduler, self.optimizer, total_steps, cfg.optimizer.lr)
-        self.scaler = self.precision.grad_scaler()
-        self.criterion = nn.CrossEntropyLoss()
+        self.stepper = Stepper(
+            self.train_model,
+            self.model,
+            cfg,
+            precision=self.precision,
+            optimizer=self.optimizer,
+            schedule=self.schedule,
+            num_classes=self.built.num_classes,
+            channels_last=channels_last,
+        )
         self.step, self.start_epoch, self.resume_batch = 0, 0, 0
         self.best = {"val_acc1": -1.0, "epoch": -1}
         self.epoch_sums = MetricSums(self.device, self.built.topk)
@@ -135,14 +149,14 @@ class Trainer:
         if resume_from is not None:
             self._restore(resume_from)
         self.tracker = self._open_tracker(resumed=resume_from is not None)
+        self.stepper.track_grad_norms = cfg.tracking.histogram_every > 0
+        if self.tracker is not None and resume_from is None:
+            self._log_start()
 
     def _restore(self, path: Path) -> None:
         saved = load_checkpoint(path)
         self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        if self.schedule.scheduler is not None and saved.get("scheduler"):
-            self.schedule.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved.get("scaler") or {})
+        self.stepper.load_state_dict(saved)
         self.step = saved["step"]
         self.best = {"val_acc1": saved["best_metric"], "epoch": saved.get("best_epoch", -1)}
         if saved.get("epoch_done", True):
@@ -168,6 +182,24 @@ class Trainer:
         else:
             write_run_info(self.run_dir)
         return RunTracker(self.run_dir, purge_step=self.step if resumed else None)
+
+    def _log_start(self) -> None:
+        """A grid of training images and the model graph, once (in eval mode: no state changes)."""
+        tracking = self.cfg.tracking
+        if not (tracking.image_grid or tracking.graph):
+            return
+        self.train_loader.set_epoch(0)
+        images, _ = next(iter(self.train_loader))
+        self.model.eval()
+        self.tracker.log_start(
+            self.model,
+            images,
+            self.built.dataset.mean,
+            self.built.dataset.std,
+            image_grid=tracking.image_grid,
+            graph=tracking.graph,
+        )
+        self.model.train()
 
     @property
     def done(self) -> bool:
@@ -223,23 +255,18 @@ class Trainer:
         )
         start, batch_index, trained = time.perf_counter(), skip, 0
         for images, targets in bar:
-            logits, loss = train_step(
-                self.train_model,
-                images,
-                targets,
-                criterion=self.criterion,
-                optimizer=self.optimizer,
-                scaler=self.scaler,
-                precision=self.precision,
-            )
-            self.schedule.step_iteration()
+            logits, loss, stepped = self.stepper.train_batch(images, targets)
             self.epoch_sums.update(logits, targets, loss)
-            self.step, batch_index, trained = self.step + 1, batch_index + 1, trained + 1
+            batch_index, trained = batch_index + 1, trained + 1
+            if not stepped:
+                continue
+            self.step += 1
             reason = guard.after_step(loss)
             if reason == "nonfinite":
                 raise UserError(
                     f"the loss became non-finite at step {self.step} (epoch {epoch + 1}); no "
                     f"checkpoint was written after it; lower optimizer.lr (now {cfg.optimizer.lr})"
+                    " or set trainer.grad_clip_norm"
                 )
             if reason == "signal":
                 bar.close()
@@ -247,11 +274,7 @@ class Trainer:
                 log.info(f"stopping on signal {stop.received}; saved {path}")
                 raise Interrupted(stop.received or 15, str(path))
             if self.step % cfg.trainer.log_every_steps == 0:
-                running = self.epoch_sums.read()
-                bar.set_postfix(loss=f"{running['loss']:.4f}", acc1=f"{running['acc1']:.3f}")
-                if self.tracker is not None:
-                    values = {"train/batch_loss": loss.item(), "lr": current_lr(self.optimizer)}
-                    self.tracker.scalars(values, self.step)
+                self._log_progress(bar, loss)
             every = cfg.trainer.checkpoint_every_steps
             if every and self.step % every == 0 and batch_index < self.steps_per_epoch:
                 self._save(epoch, batch_index, epoch_done=False)
@@ -261,13 +284,15 @@ class Trainer:
         train = self.epoch_sums.read()
         elapsed = time.perf_counter() - start
         self.schedule.step_epoch()
-        val = evaluate(
+        val_sums = evaluate(
             self.train_model,
             self.val_loader,
             self.val_batches,
             precision=self.precision,
             topk=self.built.topk,
-        ).read()
+            num_classes=self.built.num_classes,
+        )
+        val = val_sums.read()
         images_per_sec = trained * cfg.data.batch_size * self.ctx.world_size / max(elapsed, 1e-9)
         record = {
             "epoch": epoch,
@@ -282,11 +307,30 @@ class Trainer:
             "images_per_sec": images_per_sec,
             "epoch_time_s": elapsed,
         }
+        if self.stepper.ema is not None:
+            ema = evaluate(
+                self.stepper.ema.module,
+                self.val_loader,
+                self.val_batches,
+                precision=self.precision,
+                topk=self.built.topk,
+                desc="val (EMA)",
+            ).read()
+            record.update(
+                val_ema_loss=ema["loss"], val_ema_acc1=ema["acc1"], val_ema_acc5=ema["acc5"]
+            )
         is_best = val["acc1"] > self.best["val_acc1"]
         if is_best:
             self.best = {"val_acc1": val["acc1"], "epoch": epoch}
+        confusion = val_sums.confusion_matrix()
         if self.tracker is not None:
             self.tracker.log_epoch(record)
+            self.tracker.log_validation_details(
+                confusion, self.built.dataset.class_names, self.step
+            )
+            every = cfg.tracking.histogram_every
+            if every and (epoch + 1) % every == 0:
+                self.tracker.log_histograms(self.model, self.stepper.grad_norms, self.step)
         path = self._save(epoch, batch_index, epoch_done=True)
         if is_best and path is not None:
             _copy_atomically(path, path.with_name("best.pt"))
@@ -296,6 +340,14 @@ class Trainer:
             f"acc5 {val['acc5']:.4f} | lr {lr:.4g} | {images_per_sec:.0f} img/s | {elapsed:.1f} s"
         )
 
+    def _log_progress(self, bar: Any, loss: torch.Tensor) -> None:
+        """Show running means on the bar and add the batch loss and LR to TensorBoard."""
+        running = self.epoch_sums.read()
+        bar.set_postfix(loss=f"{running['loss']:.4f}", acc1=f"{running['acc1']:.3f}")
+        if self.tracker is not None:
+            values = {"train/batch_loss": loss.item(), "lr": current_lr(self.optimizer)}
+            self.tracker.scalars(values, self.step)
+
     def _save(self, epoch: int, batch_in_epoch: int, *, epoch_done: bool) -> Path | None:
         """Write checkpoints/last.pt (rank 0); every rank contributes its RNG and metric state."""
         rng = all_gather_objects(capture_rng())
@@ -304,9 +356,7 @@ class Trainer:
             return None
         state = {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.schedule.scheduler.state_dict() if self.schedule.scheduler else {},
-            "scaler": self.scaler.state_dict(),
+            **self.stepper.state_dict(),
             "epoch": epoch,
             "batch_in_epoch": batch_in_epoch,
             "epoch_done": epoch_done,

@@ -1,0 +1,120 @@
+"""How batches become optimizer steps: precision, accumulation, clipping, MixUp/CutMix, EMA."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from cnn_train.engine.precision import Precision
+from cnn_train.optim import Schedule
+
+
+def build_mixing(data: DictConfig, num_classes: int) -> nn.Module | None:
+    """torchvision's batch MixUp and/or CutMix (one at random per batch when both are on)."""
+    from torchvision.transforms import v2
+
+    mixers: list[nn.Module] = []
+    if data.get("mixup_alpha", 0.0) > 0:
+        mixers.append(v2.MixUp(alpha=data.mixup_alpha, num_classes=num_classes))
+    if data.get("cutmix_alpha", 0.0) > 0:
+        mixers.append(v2.CutMix(alpha=data.cutmix_alpha, num_classes=num_classes))
+    if not mixers:
+        return None
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
+
+
+class Stepper:
+    """Forward and backward on each batch; an optimizer step every `accumulate_steps` batches."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        raw_model: nn.Module,
+        cfg: DictConfig,
+        *,
+        precision: Precision,
+        optimizer: torch.optim.Optimizer,
+        schedule: Schedule,
+        num_classes: int,
+        channels_last: bool,
+    ) -> None:
+        self.model, self.raw_model = model, raw_model
+        self.precision, self.optimizer, self.schedule = precision, optimizer, schedule
+        self.scaler = precision.grad_scaler()
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
+        self.accumulate = cfg.trainer.accumulate_steps
+        self.clip = cfg.trainer.grad_clip_norm
+        self.channels_last = channels_last
+        self.mixing = build_mixing(cfg.data, num_classes)
+        self.ema: AveragedModel | None = None
+        if cfg.trainer.ema_decay:
+            self.ema = AveragedModel(
+                raw_model,
+                multi_avg_fn=get_ema_multi_avg_fn(cfg.trainer.ema_decay),
+                use_buffers=True,
+            )
+        self.micro_batches = 0
+        self.track_grad_norms = False
+        self.grad_norms: torch.Tensor | None = None
+
+    def train_batch(
+        self, images: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Learn from one batch; return (logits, loss, whether the optimizer stepped)."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        soft_targets = targets
+        if self.mixing is not None:
+            images, soft_targets = self.mixing(images, targets)
+        self.micro_batches += 1
+        stepping = self.micro_batches % self.accumulate == 0
+        no_sync = getattr(self.model, "no_sync", None)
+        context = no_sync() if no_sync is not None and not stepping else contextlib.nullcontext()
+        with context:
+            with self.precision.autocast():
+                logits = self.model(images)
+                loss = self.criterion(logits, soft_targets)
+            self.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
+        if stepping:
+            self._step()
+        return logits, loss, stepping
+
+    def _step(self) -> None:
+        if self.clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.clip)
+        if self.track_grad_norms:
+            grads = [p.grad for p in self.raw_model.parameters() if p.grad is not None]
+            self.grad_norms = torch.stack([grad.detach().float().norm() for grad in grads])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.step_iteration()
+        if self.ema is not None:
+            self.ema.update_parameters(self.raw_model)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs besides the model: optimizer, schedule, scaler, EMA."""
+        scheduler = self.schedule.scheduler
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else {},
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else {},
+            "ema_updates": int(self.ema.n_averaged.item()) if self.ema is not None else 0,
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved."""
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.schedule.scheduler is not None and saved.get("scheduler"):
+            self.schedule.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved.get("scaler") or {})
+        if self.ema is not None and saved.get("ema"):
+            self.ema.module.load_state_dict(saved["ema"])
+            self.ema.n_averaged.fill_(saved.get("ema_updates", 1))
