@@ -1,0 +1,114 @@
+"""Training options, precisions and speed switches, and what TensorBoard receives."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cnn_train.engine.trainer import fit
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_each_precision_trains_on_the_cpu(train_config, tmp_path: Path, precision: str) -> None:
+    fit(train_config(f"trainer.precision={precision}", "trainer.max_steps=2"), tmp_path)
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert state["config"]["trainer"]["precision"] == precision
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_accumulation_steps_the_optimizer_every_n_batches(train_config, tmp_path: Path) -> None:
+    fit(train_config("trainer.accumulate_steps=2", "trainer.epochs=2"), tmp_path)
+    assert [record["step"] for record in metrics(tmp_path)] == [2, 4]
+
+
+def test_ema_weights_are_evaluated_and_kept(train_config, tmp_path: Path) -> None:
+    fit(train_config("trainer.ema_decay=0.9"), tmp_path)
+    record = metrics(tmp_path)[0]
+    assert 0.0 <= record["val_ema_acc1"] <= 1.0
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert state["ema"].keys() == state["model"].keys()
+    assert not torch.equal(state["ema"]["fc.weight"], state["model"]["fc.weight"])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("data.mixup_alpha=0.2",),
+        ("data.cutmix_alpha=1.0", "data.mixup_alpha=0.2"),
+        ("trainer.label_smoothing=0.1", "trainer.grad_clip_norm=1.0"),
+        ("trainer.channels_last=true", "model=alexnet"),
+    ],
+)
+def test_options_train_to_finite_weights(train_config, tmp_path: Path, overrides) -> None:
+    summary = fit(train_config(*overrides), tmp_path)
+    assert summary["step"] == 4
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_compile_does_not_recompile_after_the_first_epoch(
+    train_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torch._dynamo.utils import counters
+
+    # The eager backend keeps the test fast; recompilation is decided by dynamo's guards alone.
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    graphs_after = []
+
+    def run(epochs: int, folder: Path) -> None:
+        folder.mkdir()
+        fit(
+            train_config(
+                "trainer.compile=true",
+                f"trainer.epochs={epochs}",
+                "tracking.graph=false",
+                "data.val_samples=40",
+            ),
+            folder,
+        )
+        graphs_after.append(counters["stats"]["unique_graphs"])
+
+    run(1, tmp_path / "one")
+    torch._dynamo.reset()
+    counters.clear()
+    run(3, tmp_path / "three")
+    assert graphs_after[1] == graphs_after[0]
+
+
+def test_tensorboard_holds_the_documented_tags_by_step(train_config, tmp_path: Path) -> None:
+    fit(
+        train_config("trainer.epochs=2", "tracking.histogram_every=1", "trainer.log_every_steps=2"),
+        tmp_path,
+    )
+    (event_file,) = (tmp_path / "tb").glob("events.out.tfevents.*")
+    events = EventAccumulator(str(event_file), size_guidance={"images": 0, "histograms": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in (
+        "train/loss",
+        "train/acc1",
+        "val/loss",
+        "val/acc1",
+        "val/acc5",
+        "lr",
+        "images_per_sec",
+        "train/batch_loss",
+        "val_class_acc1/class_3",
+    ):
+        assert tag in tags["scalars"], tag
+    assert [event.step for event in events.Scalars("val/acc1")] == [4, 8]
+    assert [event.step for event in events.Scalars("train/batch_loss")] == [2, 4, 6, 8]
+    assert {"train/images", "val/confusion_matrix"} <= set(tags["images"])
+    assert "gradients/norm" in tags["histograms"] and "weights/fc.weight" in tags["histograms"]
+    assert tags["graph"]
