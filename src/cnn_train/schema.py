@@ -12,7 +12,7 @@ from cnn_train.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 VARIANTS = ("auto", "imagenet", "small")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "mps", "alexnet_split")
 
 
 @dataclass
@@ -96,6 +96,7 @@ class OneCycleConfig(SchedulerConfig):
 @dataclass
 class DeviceConfig:
     name: str = "auto"
+    devices: list[str] = field(default_factory=list)
 
 
 @dataclass
