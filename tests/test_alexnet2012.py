@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
+from cnn_train.checkpoint import load_checkpoint
+from cnn_train.engine.trainer import fit
 from cnn_train.errors import UserError
 from cnn_train.models import build_model
 from cnn_train.models.alexnet2012 import AlexNet2012, TowerLocalResponseNorm
 from cnn_train.models.split import SplitAlexNet, group_state_dict, place_model
 from cnn_train.schema import validate_train
-from tests.conftest import compose_config
+from tests.conftest import compose_config, run_cli
 
 
 def small_alexnet(dropout: float = 0.0) -> AlexNet2012:
@@ -45,13 +49,6 @@ def test_lrn_follows_the_papers_formula_within_each_tower() -> None:
             scale = (2.0 + 1e-4 * window.square().sum(1)) ** 0.75
             expected[:, tower * 4 + i] = maps[:, i] / scale
     torch.testing.assert_close(TowerLocalResponseNorm()(x), expected)
-
-
-def test_paper_initialisation() -> None:
-    model = AlexNet2012()
-    assert model.features.conv2.bias.eq(1).all() and model.classifier.fc7.bias.eq(1).all()
-    assert model.features.conv3.bias.eq(0).all() and model.classifier.fc8.bias.eq(0).all()
-    assert abs(model.classifier.fc6.weight.std().item() - 0.01) < 1e-3
 
 
 def test_split_gives_the_grouped_outputs_and_gradients() -> None:
@@ -92,10 +89,20 @@ def test_split_needs_alexnet2012() -> None:
         place_model(build_model("alexnet", 10, "imagenet"), ["cpu", "cpu"])
 
 
-@pytest.mark.parametrize("devices", [[], ["cpu"], ["cpu", "cpu", "cpu"]])
-def test_split_needs_two_devices(devices: list[str]) -> None:
-    with pytest.raises(UserError, match=r"device\.devices"):
+@pytest.mark.parametrize(
+    ("devices", "message"),
+    [
+        ([], "two devices"),
+        (["cpu"], "two devices"),
+        (["cpu", "cpu", "cpu"], "two devices"),
+        (["cpu", "gpu0"], "'gpu0', not a device"),
+        (["cpu", f"cuda:{torch.cuda.device_count()}"], r"device\.devices=\[cuda:0,cpu\]"),
+    ],
+)
+def test_split_needs_two_devices_that_exist(devices: list[str], message: str) -> None:
+    with pytest.raises(UserError, match=message) as raised:
         place_model(small_alexnet(), devices)
+    assert "device.devices" in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_split_config_composes_with_its_model() -> None:
@@ -106,3 +113,23 @@ def test_split_config_composes_with_its_model() -> None:
     cfg = compose_config("train", ["device=alexnet_split", "device.devices=[cuda:0,cpu]"])
     assert list(cfg.device.devices) == ["cuda:0", "cpu"]
     assert compose_config("train", ["device=mps"]).device.name == "mps"
+
+
+def test_cli_composes_the_split_device(tmp_path: Path) -> None:
+    done = run_cli(
+        "cnn-train", "--cfg", "job", "device=alexnet_split", "model=alexnet2012", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "name: alexnet_split" in done.stdout and "- cuda:1" in done.stdout
+    assert "name: alexnet2012" in done.stdout
+
+
+def test_a_trained_checkpoint_loads_into_the_split_model(train_config, tmp_path: Path) -> None:
+    fit(train_config("model=alexnet2012", "trainer.max_steps=2"), tmp_path)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    grouped = build_model("alexnet2012", 10, "imagenet").eval()
+    grouped.load_state_dict(state["model"])
+    split = SplitAlexNet([torch.device("cpu")] * 2, num_classes=10, dropout=0.5).eval()
+    split.load_state_dict(state["model"])
+    images = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(split(images), grouped(images))

@@ -151,17 +151,36 @@ def _from_grouped_hook(
     state.update({prefix + key: value for key, value in split_state_dict(own).items()})
 
 
+def split_devices(names: Sequence[torch.device | str]) -> list[torch.device]:
+    """The two devices of `device.devices`, checked: parseable and present on this machine."""
+    if len(names) != TOWERS:
+        raise UserError(
+            f"device=alexnet_split needs device.devices to list two devices, got {list(names)}; "
+            "e.g. device.devices=[cuda:0,cuda:1]"
+        )
+    devices = []
+    for name in names:
+        try:
+            device = torch.device(name)
+        except RuntimeError as error:
+            raise UserError(
+                f"device.devices has '{name}', not a device; use e.g. cuda:0, cuda:1 or cpu"
+            ) from error
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise UserError(
+                f"device.devices lists {device} but {torch.cuda.device_count()} CUDA GPU(s) are "
+                "visible; on one GPU use device.devices=[cuda:0,cpu]"
+            )
+        devices.append(device)
+    return devices
+
+
 def place_model(model: nn.Module, devices: Sequence[torch.device | str]) -> SplitAlexNet:
     """Split an `AlexNet2012` over two devices, keeping its weights (device=alexnet_split)."""
     if not isinstance(model, AlexNet2012):
         raise UserError("device=alexnet_split needs model=alexnet2012; use model=alexnet2012")
-    if len(devices) != TOWERS:
-        raise UserError(
-            f"device=alexnet_split needs device.devices to list two devices, got {list(devices)}; "
-            "e.g. device.devices=[cuda:0,cuda:1]"
-        )
     split = SplitAlexNet(
-        [torch.device(device) for device in devices],
+        split_devices(devices),
         num_classes=model.classifier.fc8.out_features,
         dropout=model.classifier.drop6.p,
     )
