@@ -161,6 +161,7 @@ def check_training(name: str, mode: str, device: torch.device, sizes: Sizes) -> 
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     if compiled:
         torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
         model = torch.compile(model, backend=sizes.compile_backend)
     side = sizes.image[name]
     images = torch.randn(sizes.batch, 3, side, side, device=device)
@@ -168,7 +169,12 @@ def check_training(name: str, mode: str, device: torch.device, sizes: Sizes) -> 
     targets = torch.randint(0, sizes.classes, (sizes.batch,), device=device)
     step = train_step_fn(model, optimizer, dtype, device.type)
     rate, first = time_steps(step, images, targets, sizes, lambda: synchronize(device))
-    return Row("train", name, f"{mode} b{sizes.batch} {side}px", rate, extra={"first_s": first})
+    row = Row("train", name, f"{mode} b{sizes.batch} {side}px", rate, extra={"first_s": first})
+    if compiled:
+        # More graphs than the first step made would mean recompiles inside the timed window.
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        row.result = f"ok: {graphs} graph(s) compiled"
+    return row
 
 
 def max_relative_difference(ours: torch.Tensor, reference: torch.Tensor) -> float:
@@ -332,21 +338,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on CPU, 1-2 steps")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument(
+        "--budget-s", type=float, default=400.0, help="start no timing run after this many seconds"
+    )
     args = parser.parse_args(argv)
     gpus = torch.cuda.device_count()
     dry = args.dry_run or gpus == 0
+    if gpus == 0 and not args.dry_run:
+        progress("no CUDA GPU is visible: running the dry run on CPU")
     sizes = DRY if dry else GPU
     device = torch.device("cpu") if dry else torch.device("cuda", 0)
     torch.backends.cudnn.benchmark = not dry
     started = time.perf_counter()
 
     rows: list[Row] = [import_row()]
-    for name in args.models:
-        for mode in MODES:
-            rows += guarded(
-                "train", name, mode, lambda n=name, m=mode: [check_training(n, m, device, sizes)]
-            )
-
     pairs = [["cpu", "cpu"]] if dry else [["cuda:0", "cpu"]]
     if gpus >= 2 and not dry:
         pairs.append(["cuda:0", "cuda:1"])
@@ -362,6 +367,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += guarded("ddp", "resnet34", "gloo", lambda: [check_ddp("gloo", sizes)])
     else:
         rows.append(Row("ddp", "resnet34", "nccl 2 procs", None, "skipped: 1 GPU"))
+
+    for name in args.models:
+        for mode in MODES:
+            if time.perf_counter() - started > args.budget_s:
+                rows.append(Row("train", name, mode, None, f"skipped: past {args.budget_s:.0f} s"))
+                continue
+            rows += guarded(
+                "train", name, mode, lambda n=name, m=mode: [check_training(n, m, device, sizes)]
+            )
 
     where = "CPU (dry run)" if dry else f"{gpus} x {torch.cuda.get_device_name(0)}"
     header = (
