@@ -176,7 +176,10 @@ def split_devices(names: Sequence[torch.device | str]) -> list[torch.device]:
 
 
 def place_model(model: nn.Module, devices: Sequence[torch.device | str]) -> SplitAlexNet:
-    """Split an `AlexNet2012` over two devices, keeping its weights (device=alexnet_split)."""
+    """Split an `AlexNet2012` over two devices, keeping its weights (device=alexnet_split).
+
+    The result is already placed: feed it batches on its `input_device`; do not `.to()` it.
+    """
     if not isinstance(model, AlexNet2012):
         raise UserError("device=alexnet_split needs model=alexnet2012; use model=alexnet2012")
     split = SplitAlexNet(
