@@ -12,7 +12,7 @@ from cnn_train.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 VARIANTS = ("auto", "imagenet", "small")
-DEVICES = ("auto", "cpu", "cuda", "ddp", "mps")
+DEVICES = ("auto", "cpu", "cuda", "ddp", "mps", "alexnet_split")
 BACKENDS = ("auto", "nccl", "gloo")
 
 
@@ -102,6 +102,7 @@ class DeviceConfig:
     num_procs: int | None = None
     backend: str = "auto"
     sync_bn: bool = False
+    devices: list[str] = field(default_factory=list)
 
 
 @dataclass

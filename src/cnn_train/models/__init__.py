@@ -9,6 +9,7 @@ from torch import nn
 
 from cnn_train.errors import UserError
 from cnn_train.models.alexnet import alexnet
+from cnn_train.models.alexnet2012 import alexnet2012
 from cnn_train.models.resnet import resnet34
 from cnn_train.models.vgg import vgg16
 
@@ -26,6 +27,7 @@ class ModelSpec:
 
 MODELS: dict[str, ModelSpec] = {
     "alexnet": ModelSpec(alexnet, {"imagenet": 63}),
+    "alexnet2012": ModelSpec(alexnet2012, {"imagenet": 63}),
     "vgg16": ModelSpec(vgg16, {"imagenet": 32, "small": 32}),
     "resnet34": ModelSpec(resnet34, {"imagenet": 1, "small": 1}),
 }

@@ -1,0 +1,113 @@
+"""AlexNet as in the 2012 paper: two towers, Local Response Normalization, overlapping pooling.
+
+On one device the two towers are the grouped-convolution form: conv2, conv4 and conv5 have
+`groups=2`, so each half of their kernels sees only its own tower's maps, while conv1, conv3 and
+the FC layers see both towers. `cnn_train.models.split` places the towers on two devices.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+TOWERS = 2
+POOLED_SIZE = (6, 6)
+LRN_SIZE = 5
+LRN_ALPHA = 1e-4
+LRN_BETA = 0.75
+LRN_K = 2.0
+
+
+def local_response_norm() -> nn.LocalResponseNorm:
+    """The paper's LRN: b = a / (k + alpha * sum of a^2 over 5 adjacent maps)^beta.
+
+    torch divides alpha by the window size; the paper's formula does not, so it is scaled back.
+    """
+    return nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA * LRN_SIZE, beta=LRN_BETA, k=LRN_K)
+
+
+class TowerLocalResponseNorm(nn.Module):
+    """LRN within each tower's maps: on two GPUs a map's neighbours never came from the other."""
+
+    def __init__(self, towers: int = TOWERS) -> None:
+        super().__init__()
+        self.towers = towers
+        self.norm = local_response_norm()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        per_tower = x.reshape(batch * self.towers, channels // self.towers, height, width)
+        return self.norm(per_tower).reshape(batch, channels, height, width)
+
+
+class AlexNet2012(nn.Module):
+    """The two-tower network of Krizhevsky, Sutskever and Hinton (2012) in grouped form.
+
+    conv1 96@11x11/4 (48 per tower), ReLU, LRN, max-pool 3/2; conv2 256@5x5 (groups=2), ReLU, LRN,
+    max-pool; conv3 384@3x3 (sees both towers); conv4 384@3x3 and conv5 256@3x3 (groups=2), ReLU,
+    max-pool to 256x6x6; FC6 and FC7 of 4096 (two 2048-d halves, each seeing both towers) with
+    ReLU and dropout on their outputs; FC8. 60,965,224 parameters at 1000 classes; the smallest
+    input is 63 px (inputs other than 224 px are average-pooled to 6x6 before FC6). Conv weights
+    are Kaiming-normal and FC weights N(0, 0.01), biases 0 (as in `vgg16`): with the paper's
+    N(0, 0.01) and unit biases, or PyTorch's default init, it stayed at chance on digits for 3
+    epochs of the default schedule.
+    """
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            OrderedDict(
+                conv1=nn.Conv2d(3, 96, kernel_size=11, stride=4, padding=2),
+                relu1=nn.ReLU(inplace=True),
+                norm1=TowerLocalResponseNorm(),
+                pool1=nn.MaxPool2d(kernel_size=3, stride=2),
+                conv2=nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=TOWERS),
+                relu2=nn.ReLU(inplace=True),
+                norm2=TowerLocalResponseNorm(),
+                pool2=nn.MaxPool2d(kernel_size=3, stride=2),
+                conv3=nn.Conv2d(256, 384, kernel_size=3, padding=1),
+                relu3=nn.ReLU(inplace=True),
+                conv4=nn.Conv2d(384, 384, kernel_size=3, padding=1, groups=TOWERS),
+                relu4=nn.ReLU(inplace=True),
+                conv5=nn.Conv2d(384, 256, kernel_size=3, padding=1, groups=TOWERS),
+                relu5=nn.ReLU(inplace=True),
+                pool5=nn.MaxPool2d(kernel_size=3, stride=2),
+            )
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d(POOLED_SIZE)
+        self.classifier = nn.Sequential(
+            OrderedDict(
+                fc6=nn.Linear(256 * POOLED_SIZE[0] * POOLED_SIZE[1], 4096),
+                relu6=nn.ReLU(inplace=True),
+                drop6=nn.Dropout(p=dropout),
+                fc7=nn.Linear(4096, 4096),
+                relu7=nn.ReLU(inplace=True),
+                drop7=nn.Dropout(p=dropout),
+                fc8=nn.Linear(4096, num_classes),
+            )
+        )
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0, 0.01)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        if x.shape[-2:] != POOLED_SIZE:
+            x = self.avgpool(x)
+        return self.classifier(torch.flatten(x, 1))
+
+
+def alexnet2012(
+    num_classes: int = 1000, variant: str = "imagenet", dropout: float = 0.5
+) -> AlexNet2012:
+    """Build the paper's two-tower AlexNet (ImageNet variant only; small images are upscaled)."""
+    return AlexNet2012(num_classes=num_classes, dropout=dropout)
