@@ -133,3 +133,12 @@ def test_a_trained_checkpoint_loads_into_the_split_model(train_config, tmp_path:
     split.load_state_dict(state["model"])
     images = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(split(images), grouped(images))
+
+
+def test_cnn_train_trains_the_split_model_and_saves_the_grouped_form(train_config, tmp_path):
+    fit(
+        train_config("model=alexnet2012", "device=alexnet_split", "device.devices=[cpu,cpu]"),
+        tmp_path,
+    )
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    build_model("alexnet2012", 10, "imagenet").load_state_dict(state["model"])

@@ -27,12 +27,14 @@ def evaluate(
     """Sums of loss and top-1/top-k hits over `num_batches` batches (read them with `.read()`)."""
     model.eval()
     criterion = nn.CrossEntropyLoss()
-    sums = MetricSums(next(model.parameters()).device, topk, num_classes)
+    output_device = getattr(model, "output_device", next(model.parameters()).device)
+    sums = MetricSums(output_device, topk, num_classes)
     limited = itertools.islice(batches, num_batches)
     for images, targets in progress(limited, total=num_batches, desc=desc):
         with precision.autocast():
-            logits = model(images)
-        sums.update(logits.float(), targets, criterion(logits.float(), targets))
+            logits = model(images).float()
+        targets = targets.to(logits.device, non_blocking=True)
+        sums.update(logits, targets, criterion(logits, targets))
     return sums
 
 

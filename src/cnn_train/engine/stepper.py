@@ -78,7 +78,7 @@ class Stepper:
         with context:
             with self.precision.autocast():
                 logits = self.model(images)
-                loss = self.criterion(logits, soft_targets)
+                loss = self.criterion(logits, soft_targets.to(logits.device, non_blocking=True))
             self.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
         if stepping:
             self._step()

@@ -41,6 +41,7 @@ from cnn_train.engine.precision import resolve_precision, use_channels_last
 from cnn_train.engine.resume import find_resume_checkpoint, trim_metrics
 from cnn_train.engine.stepper import Stepper
 from cnn_train.errors import ExitRequest, Interrupted, UserError
+from cnn_train.models.split import place_model
 from cnn_train.optim import build_optimizer, build_schedule
 from cnn_train.schema import validate_train
 from cnn_train.tracking import RunTracker, progress, write_run_info
@@ -94,14 +95,18 @@ class Trainer:
         validate_train(cfg)
         seed_everything(cfg.seed + ctx.rank)
         self.cfg, self.ctx, self.device = cfg, ctx, ctx.device
-        self.precision = resolve_precision(cfg.trainer.precision, self.device)
         self.built = build_model_and_data(cfg.model, cfg.data)
-        set_determinism(cfg, self.built, self.device)
         if cfg.model.weights:
             load_weights(self.built.model, cfg.model.weights)
         channels_last = use_channels_last(cfg.trainer.channels_last, self.device, cfg.model.name)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model: nn.Module = self.built.model.to(self.device, memory_format=memory_format)
+        if cfg.device.name == "alexnet_split":
+            self.model: nn.Module = place_model(self.built.model, list(cfg.device.devices))
+            self.device = self.model.input_device
+        else:
+            self.model = self.built.model.to(self.device, memory_format=memory_format)
+        self.precision = resolve_precision(cfg.trainer.precision, self.device)
+        set_determinism(cfg, self.built, self.device)
         self.train_model = wrap_model(self.model, cfg.device, ctx)
         if cfg.trainer.compile:
             self.train_model = torch.compile(self.train_model)
@@ -143,7 +148,8 @@ class Trainer:
         )
         self.step, self.start_epoch, self.resume_batch = 0, 0, 0
         self.best = {"val_acc1": -1.0, "epoch": -1}
-        self.epoch_sums = MetricSums(self.device, self.built.topk)
+        self.output_device = getattr(self.model, "output_device", self.device)
+        self.epoch_sums = MetricSums(self.output_device, self.built.topk)
         self.run_dir = run_dir
         resume_from = find_resume_checkpoint(cfg, run_dir)
         if resume_from is not None:
@@ -243,7 +249,7 @@ class Trainer:
         cfg = self.cfg
         skip = self.resume_batch if epoch == self.start_epoch else 0
         if skip == 0:
-            self.epoch_sums = MetricSums(self.device, self.built.topk)
+            self.epoch_sums = MetricSums(self.output_device, self.built.topk)
         self.train_loader.set_epoch(epoch)
         self.train_model.train()
         lr = current_lr(self.optimizer)
@@ -256,7 +262,7 @@ class Trainer:
         start, batch_index, trained = time.perf_counter(), skip, 0
         for images, targets in bar:
             logits, loss, stepped = self.stepper.train_batch(images, targets)
-            self.epoch_sums.update(logits, targets, loss)
+            self.epoch_sums.update(logits, targets.to(logits.device, non_blocking=True), loss)
             batch_index, trained = batch_index + 1, trained + 1
             if not stepped:
                 continue
