@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,11 +12,13 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from cnn_train.errors import UserError
 from cnn_train.schema import register_configs
+from cnn_train.sweep import write_result
 
 CONFIG_PATH = "pkg://cnn_train.configs"
 log = logging.getLogger("cnn_train")
@@ -23,25 +26,45 @@ log = logging.getLogger("cnn_train")
 register_configs()
 
 
+class JobFailed(Exception):
+    """A job of a multirun failed; the sweep records it and goes on with the next job."""
+
+
 def _run_job(job: Callable[[DictConfig, Path], dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:
-    """Run a job in Hydra's output folder; a UserError becomes one line on stderr and exit 1."""
+    """Run a job in Hydra's output folder; a UserError becomes one line on stderr and exit 1.
+
+    In a multirun, any failure becomes JobFailed instead, so that the other jobs still run.
+    """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return job(cfg, run_dir)
     except UserError as error:
-        log.error(f"error: {error}")
-        sys.exit(1)
+        message = str(error)
     except MissingMandatoryValue as error:
-        log.error(f"error: {error.full_key} is required; pass {error.full_key}=...")
-        sys.exit(1)
+        message = f"{error.full_key} is required; pass {error.full_key}=..."
+    except Exception as error:
+        if not multirun:
+            raise
+        log.exception("the job failed")
+        message = f"{type(error).__name__}: {error}"
+    log.error(f"error: {message}")
+    if multirun:
+        raise JobFailed(message)
+    sys.exit(1)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def _train(cfg: DictConfig) -> float:
     from cnn_train.engine.trainer import fit
 
-    summary = _run_job(fit, cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        summary = _run_job(fit, cfg)
+    except JobFailed as failure:
+        write_result(run_dir, {"status": "failed", "error": str(failure)})
+        return math.nan
+    write_result(run_dir, {"status": "completed", **summary})
     print(
         f"best val top-1 {summary['best_val_acc1']:.4f} (epoch {summary['best_epoch'] + 1}) | "
         f"run folder {run_dir} | view: tensorboard --logdir {run_dir.parent}"
@@ -64,3 +87,65 @@ def train() -> None:
 def evaluate() -> None:
     """`cnn-eval checkpoint=PATH`: re-evaluate a checkpoint."""
     _eval()
+
+
+def _run_tool(config_name: str, tool: Callable[[DictConfig], str]) -> None:
+    """Compose `configs/<config_name>.yaml` with the command-line overrides, print the tool's text.
+
+    No run folder is made: these tools only read and print (or write where they are told).
+    """
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        with initialize_config_module(config_module="cnn_train.configs", version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=sys.argv[1:])
+        print(tool(cfg))
+    except UserError as error:
+        log.error(f"error: {error}")
+        sys.exit(1)
+    except MissingMandatoryValue as error:
+        log.error(f"error: {error.full_key} is required; pass {error.full_key}=...")
+        sys.exit(1)
+    except (HydraException, OmegaConfBaseException) as error:
+        log.error(f"error: {str(error).strip().splitlines()[0]}")
+        sys.exit(1)
+
+
+def _summary(cfg: DictConfig) -> str:
+    from cnn_train.models.summary import summarize
+
+    return summarize(cfg)
+
+
+def _predict(cfg: DictConfig) -> str:
+    from cnn_train.predict import format_predictions, predict
+
+    return format_predictions(predict(cfg.checkpoint, cfg.images, cfg.topk))
+
+
+def _export(cfg: DictConfig) -> str:
+    from cnn_train.export import export
+
+    result = export(cfg.checkpoint, cfg.format, cfg.output, cfg.tolerance)
+    return (
+        f"wrote {result['path']} ({result['format']}); it reproduces the checkpoint's logits "
+        f"(max abs difference {result['max_abs_diff']:.2e})"
+    )
+
+
+def summary() -> None:
+    """`cnn-summary [cnn-train overrides]`: print the model's layer table."""
+    _run_tool("train", _summary)
+
+
+def predict() -> None:
+    """`cnn-predict checkpoint=PATH images=[a.jpg,b.png]`: top-k classes per image."""
+    _run_tool("predict", _predict)
+
+
+def export() -> None:
+    """`cnn-export checkpoint=PATH format=onnx|torchscript|safetensors`: an inference artefact."""
+    _run_tool("export", _export)

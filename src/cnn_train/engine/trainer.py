@@ -13,15 +13,17 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cnn_train.build import ModelAndData, build_model_and_data, load_weights, split_loader
+from cnn_train.build import ModelAndData, build_model_and_data, split_loader
 from cnn_train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from cnn_train.distributed import resolve_device
 from cnn_train.engine.loop import TrainState, current_lr, evaluate, train_one_epoch
 from cnn_train.engine.precision import resolve_precision
 from cnn_train.errors import UserError
+from cnn_train.inference import preprocessing_of
+from cnn_train.models.weights import freeze_features, load_weights
 from cnn_train.optim import build_optimizer, build_schedule
 from cnn_train.schema import validate_train
-from cnn_train.tracking import RunTracker, write_run_info
+from cnn_train.tracking import RunTracker, write_hparams, write_run_info
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,9 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     precision = resolve_precision(cfg.trainer.precision, device)
     built = build_model_and_data(cfg.model, cfg.data)
     if cfg.model.weights:
-        load_weights(built.model, cfg.model.weights)
+        load_weights(built.model, cfg.model.weights, cfg.model.name, built.variant)
+    if cfg.model.get("freeze_features"):
+        freeze_features(built.model)
     model = built.model.to(device)
     config = resolved_config(cfg, built, precision.name)
 
@@ -77,7 +81,9 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         total_steps = min(total_steps, cfg.trainer.max_steps)
 
     optimizer = build_optimizer(cfg.optimizer, model)
-    schedule = build_schedule(cfg.scheduler, optimizer, total_steps, cfg.optimizer.lr)
+    schedule = build_schedule(
+        cfg.scheduler, optimizer, total_steps, cfg.optimizer.lr, steps_per_epoch
+    )
     scaler = precision.grad_scaler()
     state = TrainState(max_steps=cfg.trainer.max_steps)
     start_epoch, best = 0, {"val_acc1": -1.0, "epoch": -1}
@@ -85,8 +91,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         saved = load_checkpoint(_resume_path(cfg.resume))
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        if schedule.scheduler is not None and saved.get("scheduler"):
-            schedule.scheduler.load_state_dict(saved["scheduler"])
+        if saved.get("scheduler"):
+            schedule.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved.get("scaler") or {})
         start_epoch, state.step = saved["epoch"] + 1, saved["step"]
         best = {"val_acc1": saved["best_metric"], "epoch": saved.get("best_epoch", -1)}
@@ -123,8 +129,13 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 on_log=lambda step, values: tracker.scalars(values, step),
                 desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}",
             )
-            schedule.step_epoch()
+            if not math.isfinite(train["loss"]):
+                raise UserError(
+                    f"training diverged: train loss is {train['loss']} in epoch {epoch + 1}; "
+                    "lower optimizer.lr"
+                )
             val = evaluate(model, val_loader, val_batches, precision=precision, topk=built.topk)
+            schedule.step_epoch(val["acc1"])
             record = {
                 "epoch": epoch,
                 "step": state.step,
@@ -145,7 +156,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             checkpoint = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "scheduler": schedule.scheduler.state_dict() if schedule.scheduler else {},
+                "scheduler": schedule.state_dict(),
                 "scaler": scaler.state_dict(),
                 "epoch": epoch,
                 "step": state.step,
@@ -154,6 +165,12 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 "val_acc1": val["acc1"],
                 "config": config,
                 "class_names": list(built.dataset.class_names),
+                "preprocessing": preprocessing_of(
+                    built.image_size,
+                    built.dataset.mean,
+                    built.dataset.std,
+                    built.dataset.splits["train"].images.shape[1],
+                ),
                 "rng": capture_rng(),
             }
             save_checkpoint(checkpoints / "last.pt", checkpoint)
@@ -165,6 +182,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 f"acc5 {val['acc5']:.4f} | lr {lr:.4g} | {train['images_per_sec']:.0f} img/s | "
                 f"{train['time_s']:.1f} s"
             )
+        write_hparams(tracker.writer, run_dir, config, best, state.step)
     finally:
         tracker.close()
     return {"best_val_acc1": best["val_acc1"], "best_epoch": best["epoch"], "step": state.step}
