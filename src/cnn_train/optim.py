@@ -145,11 +145,14 @@ def _main_scheduler(
     if cfg.name == "cosine":
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=cfg.min_lr), True
     if cfg.name == "onecycle":
+        if steps < 3:  # OneCycleLR divides by its phase lengths, which are 0 below 3 steps
+            return None, True
+        pct_start = min(max(cfg.pct_start, 1.5 / steps), 1 - 1.5 / steps)
         onecycle = lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=lr,
             total_steps=steps,
-            pct_start=cfg.pct_start,
+            pct_start=pct_start,
             div_factor=cfg.div_factor,
             final_div_factor=cfg.final_div_factor,
         )

@@ -132,7 +132,7 @@ def _explain_misfit(
         f"the model {tuple(own[wrong[0]].shape)}"
     )
     raise UserError(
-        f"model.weights={spec} does not fit model={name} ({variant} variant): {detail}; "
+        f"model.weights={spec} does not fit this model ({name}, {variant} variant): {detail}; "
         "check model and model.variant"
     )
 
