@@ -95,3 +95,15 @@ def test_a_job_without_a_result_counts_as_failed(tmp_path: Path) -> None:
     assert [row["status"] for row in rows] == ["completed", "failed"]
     assert "no result" in rows[1]["error"]
     assert "0.5000" in format_table(rows)
+
+
+def test_the_optuna_sweeper_config_searches_lr_and_weight_decay() -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="cnn_train.configs", version_base="1.3"):
+        cfg = compose("train", ["hydra/sweeper=lr_wd"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper.direction == "maximize"
+    assert set(sweeper.params) == {"optimizer.lr", "optimizer.weight_decay"}
+    assert sweeper.params["optimizer.lr"].startswith("tag(log")
