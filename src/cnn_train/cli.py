@@ -98,7 +98,8 @@ def _run_tool(config_name: str, tool: Callable[[DictConfig], str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)  # our own messages; other libraries' INFO chatter stays quiet
     try:
         with initialize_config_module(config_module="cnn_train.configs", version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=sys.argv[1:])

@@ -50,9 +50,10 @@ def _onnx(loaded: InferenceModel, path: Path, example: torch.Tensor) -> np.ndarr
             str(path),
             input_names=["images"],
             output_names=["logits"],
-            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
             dynamo=True,
             external_data=False,
+            verbose=False,
         )
     session = runtime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(["logits"], {"images": example.numpy()})[0]
