@@ -103,3 +103,20 @@ def test_cnn_export_rejects_an_unknown_format(checkpoint, tmp_path) -> None:
     assert (
         result.stderr.strip() == "error: format=tflite is not one of onnx, torchscript, safetensors"
     )
+
+
+def test_an_exported_safetensors_file_is_a_starting_point(checkpoint, tmp_path) -> None:
+    from cnn_train.models import build_model
+    from cnn_train.models.weights import load_weights
+
+    pytest.importorskip("safetensors")
+    path = export(str(checkpoint), "safetensors", str(tmp_path / "w.safetensors"))["path"]
+    model = build_model("resnet34", 3, "small")
+    load_weights(model, path, "resnet34", "small")
+    saved = torch.load(checkpoint, weights_only=True)["model"]
+    assert torch.equal(model.conv1.weight, saved["conv1.weight"]) and model.fc.out_features == 3
+
+
+def test_cnn_predict_help_prints_its_usage(tmp_path) -> None:
+    result = run_cli("cnn-predict", "--help", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("usage: cnn-predict checkpoint=")

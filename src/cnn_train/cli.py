@@ -89,7 +89,7 @@ def evaluate() -> None:
     _eval()
 
 
-def _run_tool(config_name: str, tool: Callable[[DictConfig], str]) -> None:
+def _run_tool(config_name: str, tool: Callable[[DictConfig], str], usage: str) -> None:
     """Compose `configs/<config_name>.yaml` with the command-line overrides, print the tool's text.
 
     No run folder is made: these tools only read and print (or write where they are told).
@@ -98,6 +98,9 @@ def _run_tool(config_name: str, tool: Callable[[DictConfig], str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(usage)
+        return
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)  # our own messages; other libraries' INFO chatter stays quiet
     try:
@@ -139,14 +142,26 @@ def _export(cfg: DictConfig) -> str:
 
 def summary() -> None:
     """`cnn-summary [cnn-train overrides]`: print the model's layer table."""
-    _run_tool("train", _summary)
+    _run_tool(
+        "train",
+        _summary,
+        "usage: cnn-summary [cnn-train overrides, e.g. model=alexnet data.image_size=224]",
+    )
 
 
 def predict() -> None:
     """`cnn-predict checkpoint=PATH images=[a.jpg,b.png]`: top-k classes per image."""
-    _run_tool("predict", _predict)
+    _run_tool(
+        "predict",
+        _predict,
+        "usage: cnn-predict checkpoint=PATH images=[a.jpg,b.png] (or images=FOLDER) [topk=5]",
+    )
 
 
 def export() -> None:
     """`cnn-export checkpoint=PATH format=onnx|torchscript|safetensors`: an inference artefact."""
-    _run_tool("export", _export)
+    _run_tool(
+        "export",
+        _export,
+        "usage: cnn-export checkpoint=PATH format=onnx|torchscript|safetensors [output=PATH]",
+    )

@@ -7,6 +7,7 @@ class count differs, the classifier head keeps its fresh initialisation (fine-tu
 from __future__ import annotations
 
 import logging
+import re
 import urllib.error
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def head_name(model: nn.Module) -> str:
 
 
 def _is_published_name(spec: str) -> bool:
-    return spec.isupper() or spec == "DEFAULT"
+    return re.fullmatch(r"[A-Z][A-Z0-9_]*", spec) is not None
 
 
 def torchvision_state_dict(name: str, variant: str, spec: str) -> dict[str, torch.Tensor]:
@@ -63,6 +64,15 @@ def torchvision_state_dict(name: str, variant: str, spec: str) -> dict[str, torc
 
 
 def _checkpoint_state_dict(path: str) -> dict[str, torch.Tensor]:
+    if path.endswith(".safetensors") and Path(path).expanduser().is_file():
+        try:
+            from safetensors.torch import load_file
+        except ImportError as error:
+            raise UserError(
+                f"model.weights={path} needs the 'safetensors' package; "
+                "pip install 'cnn-train[safetensors]'"
+            ) from error
+        return load_file(str(Path(path).expanduser()))
     state = load_checkpoint(path)
     weights = state["model"] if isinstance(state.get("model"), dict) else state
     if not all(isinstance(value, torch.Tensor) for value in weights.values()):
