@@ -117,3 +117,8 @@ def test_freeze_features_trains_the_head_only(train_config, tmp_path: Path) -> N
     after = torch.load(second / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert torch.equal(before["layer2.0.conv1.weight"], after["layer2.0.conv1.weight"])
     assert not torch.equal(before["fc.weight"], after["fc.weight"])
+
+
+def test_a_missing_weights_file_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"model\.weights=.*W\.PTH: no such file"):
+        load_weights(build_model("vgg16", 10, "small"), str(tmp_path / "W.PTH"), "vgg16", "small")

@@ -73,6 +73,11 @@ def _checkpoint_state_dict(path: str) -> dict[str, torch.Tensor]:
                 "pip install 'cnn-train[safetensors]'"
             ) from error
         return load_file(str(Path(path).expanduser()))
+    if not Path(path).expanduser().is_file():
+        raise UserError(
+            f"model.weights={path}: no such file; pass a cnn-train checkpoint, a state_dict "
+            "file or a torchvision weights name such as IMAGENET1K_V1"
+        )
     state = load_checkpoint(path)
     weights = state["model"] if isinstance(state.get("model"), dict) else state
     if not all(isinstance(value, torch.Tensor) for value in weights.values()):
