@@ -120,3 +120,18 @@ def test_an_exported_safetensors_file_is_a_starting_point(checkpoint, tmp_path) 
 def test_cnn_predict_help_prints_its_usage(tmp_path) -> None:
     result = run_cli("cnn-predict", "--help", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("usage: cnn-predict checkpoint=")
+
+
+def test_imagenet_style_checkpoints_predict_on_a_centre_crop() -> None:
+    from cnn_train.inference import InferenceModel, preprocessing_of
+
+    prep = preprocessing_of(224, (0.5,) * 3, (0.25,) * 3, 3, "imagenet")
+    assert prep["resize_short_side"] == 256
+    loaded = InferenceModel(torch.nn.Identity(), ["a"], prep, {})
+    left_black = np.zeros((300, 400, 3), dtype=np.uint8)
+    left_black[:, 200:] = 255  # the right half white: the centre crop straddles the edge
+    batch = loaded.preprocess(Image.fromarray(left_black))
+    assert batch.shape == (3, 224, 224)
+    assert batch[0, 0, 0] == pytest.approx(-2.0) and batch[0, 0, -1] == pytest.approx(2.0)
+    square = preprocessing_of(32, (0.5,) * 3, (0.25,) * 3, 3, "cifar")
+    assert square["resize_short_side"] is None

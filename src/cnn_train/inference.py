@@ -10,17 +10,42 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torch import nn
+from torchvision.transforms import v2
 
 from cnn_train.checkpoint import load_checkpoint
 from cnn_train.errors import UserError
 from cnn_train.models import build_model
 
+CENTRE_CROP_PRESETS = ("imagenet", "alexnet2012")
+
+
+def dataset_channels(dataset: Any) -> int:
+    """The channels a dataset's images have: 1 for grey in-memory sets, else 3 (decoded as RGB)."""
+    splits = getattr(dataset, "splits", {})
+    images = getattr(splits.get("train"), "images", None)
+    return int(images.shape[1]) if isinstance(images, torch.Tensor) else 3
+
 
 def preprocessing_of(
-    image_size: int, mean: tuple[float, ...], std: tuple[float, ...], channels: int
+    image_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    channels: int,
+    augment: str = "none",
 ) -> dict[str, Any]:
-    """What a checkpoint records about its evaluation input: side, normalisation, channels."""
-    return {"image_size": image_size, "mean": list(mean), "std": list(std), "channels": channels}
+    """What a checkpoint records about its evaluation input: side, resizing, normalisation.
+
+    The ImageNet-style presets evaluate on a centre crop of an image whose short side was
+    resized to 256/224 of the crop (256 for 224); the others resize the whole image.
+    """
+    short_side = round(image_size * 256 / 224) if augment in CENTRE_CROP_PRESETS else None
+    return {
+        "image_size": image_size,
+        "resize_short_side": short_side,
+        "mean": list(mean),
+        "std": list(std),
+        "channels": channels,
+    }
 
 
 @dataclass
@@ -38,13 +63,14 @@ class InferenceModel:
         image = image.convert("L" if prep["channels"] == 1 else "RGB")
         pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
         pixels = pixels.unsqueeze(-1) if pixels.dim() == 2 else pixels
-        batch = pixels.permute(2, 0, 1).unsqueeze(0).float()
+        batch = pixels.permute(2, 0, 1).unsqueeze(0)
         size = prep["image_size"]
-        if batch.shape[-2:] != (size, size):
-            batch = nn.functional.interpolate(
-                batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-            )
-            batch = batch.round().clamp(0, 255)
+        if prep.get("resize_short_side"):
+            batch = v2.functional.resize(batch, prep["resize_short_side"], antialias=True)
+            batch = v2.functional.center_crop(batch, [size, size])
+        elif batch.shape[-2:] != (size, size):
+            batch = v2.functional.resize(batch, [size, size], antialias=True)
+        batch = batch.float()
         channels = batch.shape[1]
         mean = torch.tensor(prep["mean"][:channels]).view(1, channels, 1, 1)
         std = torch.tensor(prep["std"][:channels]).view(1, channels, 1, 1)
@@ -65,8 +91,13 @@ def _saved_preprocessing(state: dict[str, Any]) -> dict[str, Any]:
 
     config = state["config"]
     dataset = load_dataset(OmegaConf.create(config["data"]))
-    channels = dataset.splits["train"].images.shape[1]
-    return preprocessing_of(config["data"]["image_size"], dataset.mean, dataset.std, channels)
+    return preprocessing_of(
+        config["data"]["image_size"],
+        dataset.mean,
+        dataset.std,
+        dataset_channels(dataset),
+        config["data"].get("augment", "none"),
+    )
 
 
 def load_inference(path: str | Path) -> InferenceModel:

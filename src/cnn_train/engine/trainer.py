@@ -19,7 +19,7 @@ from cnn_train.distributed import resolve_device
 from cnn_train.engine.loop import TrainState, current_lr, evaluate, train_one_epoch
 from cnn_train.engine.precision import resolve_precision
 from cnn_train.errors import UserError
-from cnn_train.inference import preprocessing_of
+from cnn_train.inference import dataset_channels, preprocessing_of
 from cnn_train.models.weights import freeze_features, load_weights
 from cnn_train.optim import build_optimizer, build_schedule
 from cnn_train.schema import validate_train
@@ -169,7 +169,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     built.image_size,
                     built.dataset.mean,
                     built.dataset.std,
-                    built.dataset.splits["train"].images.shape[1],
+                    dataset_channels(built.dataset),
+                    cfg.data.augment,
                 ),
                 "rng": capture_rng(),
             }
