@@ -150,7 +150,7 @@ def format_layer_table(model: nn.Module, image_size: int, title: str) -> str:
     rule = "-" * max(len(line) for line in lines)
     footer = (
         f"{params:,} parameters, {flops / 1e9:.3g} GFLOPs per image "
-        f"(a multiply-add counts as 2 FLOPs; ReLU and dropout rows are left out)"
+        f"(a multiply-add counts as 2 FLOPs; activation, LRN and dropout layers are not listed)"
     )
     return "\n".join([title, rule, lines[0], rule, *lines[1:-1], rule, lines[-1], "", footer])
 
