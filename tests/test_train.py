@@ -149,7 +149,7 @@ def test_a_batch_larger_than_the_training_split_is_a_user_error(train_config, tm
 def test_weights_from_another_run_must_fit_the_model(trained_run: Path, train_config, tmp_path):
     checkpoint = trained_run / "checkpoints" / "last.pt"
     with pytest.raises(UserError, match="does not fit this model"):
-        fit(train_config(f"model.weights={checkpoint}", "model.num_classes=3"), tmp_path)
+        fit(train_config(f"model.weights={checkpoint}", "model=vgg16"), tmp_path)
     out = tmp_path / "ok"
     out.mkdir()
     fit(train_config(f"model.weights={checkpoint}", "trainer.max_steps=1"), out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,11 +12,13 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from cnn_train.errors import ExitRequest, UserError
+from cnn_train.errors import ExitRequest, Interrupted, UserError
 from cnn_train.schema import register_configs
+from cnn_train.sweep import write_result
 
 CONFIG_PATH = "pkg://cnn_train.configs"
 log = logging.getLogger("cnn_train")
@@ -23,28 +26,52 @@ log = logging.getLogger("cnn_train")
 register_configs()
 
 
+class JobFailed(Exception):
+    """A job of a multirun failed; the sweep records it and goes on with the next job."""
+
+
 def _run_job(job: Callable[[DictConfig, Path], dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:
-    """Run a job in Hydra's output folder; a UserError becomes one line on stderr and exit 1."""
+    """Run a job in Hydra's output folder; a UserError becomes one line on stderr and exit 1.
+
+    In a multirun, any failure becomes JobFailed instead, so that the other jobs still run.
+    """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return job(cfg, run_dir)
     except UserError as error:
-        log.error(f"error: {error}")
-        sys.exit(1)
+        message = str(error)
     except ExitRequest as error:
+        # A signal (130/143) ends a sweep too; a failed data-parallel worker already said why.
         if str(error):
             log.warning(str(error))
-        sys.exit(error.exit_code)
+        if not multirun or isinstance(error, Interrupted) or error.exit_code in (130, 143):
+            sys.exit(error.exit_code)
+        raise JobFailed(f"a worker process exited with status {error.exit_code}") from error
     except MissingMandatoryValue as error:
-        log.error(f"error: {error.full_key} is required; pass {error.full_key}=...")
-        sys.exit(1)
+        message = f"{error.full_key} is required; pass {error.full_key}=..."
+    except Exception as error:
+        if not multirun:
+            raise
+        log.exception("the job failed")
+        message = f"{type(error).__name__}: {error}"
+    log.error(f"error: {message}")
+    if multirun:
+        raise JobFailed(message)
+    sys.exit(1)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def _train(cfg: DictConfig) -> float:
     from cnn_train.engine.trainer import fit
 
-    summary = _run_job(fit, cfg)
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        summary = _run_job(fit, cfg)
+    except JobFailed as failure:
+        write_result(job_dir, {"status": "failed", "error": str(failure)})
+        return math.nan
+    write_result(job_dir, {"status": "completed", **summary})
     run_dir = Path(summary["run_dir"])
     print(
         f"best val top-1 {summary['best_val_acc1']:.4f} (epoch {summary['best_epoch'] + 1}) | "
@@ -68,3 +95,81 @@ def train() -> None:
 def evaluate() -> None:
     """`cnn-eval checkpoint=PATH`: re-evaluate a checkpoint."""
     _eval()
+
+
+def _run_tool(config_name: str, tool: Callable[[DictConfig], str], usage: str) -> None:
+    """Compose `configs/<config_name>.yaml` with the command-line overrides, print the tool's text.
+
+    No run folder is made: these tools only read and print (or write where they are told).
+    """
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(usage)
+        return
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)  # our own messages; other libraries' INFO chatter stays quiet
+    try:
+        with initialize_config_module(config_module="cnn_train.configs", version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=sys.argv[1:])
+        print(tool(cfg))
+    except UserError as error:
+        log.error(f"error: {error}")
+        sys.exit(1)
+    except MissingMandatoryValue as error:
+        log.error(f"error: {error.full_key} is required; pass {error.full_key}=...")
+        sys.exit(1)
+    except (HydraException, OmegaConfBaseException) as error:
+        log.error(f"error: {str(error).strip().splitlines()[0]}")
+        sys.exit(1)
+
+
+def _summary(cfg: DictConfig) -> str:
+    from cnn_train.models.summary import summarize
+
+    return summarize(cfg)
+
+
+def _predict(cfg: DictConfig) -> str:
+    from cnn_train.predict import format_predictions, predict
+
+    return format_predictions(predict(cfg.checkpoint, cfg.images, cfg.topk))
+
+
+def _export(cfg: DictConfig) -> str:
+    from cnn_train.export import export
+
+    result = export(cfg.checkpoint, cfg.format, cfg.output, cfg.tolerance)
+    return (
+        f"wrote {result['path']} ({result['format']}); it reproduces the checkpoint's logits "
+        f"(max abs difference {result['max_abs_diff']:.2e})"
+    )
+
+
+def summary() -> None:
+    """`cnn-summary [cnn-train overrides]`: print the model's layer table."""
+    _run_tool(
+        "train",
+        _summary,
+        "usage: cnn-summary [cnn-train overrides, e.g. model=alexnet data.image_size=224]",
+    )
+
+
+def predict() -> None:
+    """`cnn-predict checkpoint=PATH images=[a.jpg,b.png]`: top-k classes per image."""
+    _run_tool(
+        "predict",
+        _predict,
+        "usage: cnn-predict checkpoint=PATH images=[a.jpg,b.png] (or images=FOLDER) [topk=5]",
+    )
+
+
+def export() -> None:
+    """`cnn-export checkpoint=PATH format=onnx|torchscript|safetensors`: an inference artefact."""
+    _run_tool(
+        "export",
+        _export,
+        "usage: cnn-export checkpoint=PATH format=onnx|torchscript|safetensors [output=PATH]",
+    )

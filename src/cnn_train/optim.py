@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -13,67 +14,182 @@ from torch.optim import lr_scheduler
 
 from cnn_train.errors import UserError
 
-OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], DictConfig], torch.optim.Optimizer]] = {
-    "sgd": lambda params, cfg: torch.optim.SGD(
-        params,
+ParamGroups = list[dict[str, Any]]
+
+OPTIMIZERS: dict[str, Callable[[ParamGroups, DictConfig], torch.optim.Optimizer]] = {
+    "sgd": lambda groups, cfg: torch.optim.SGD(
+        groups,
         lr=cfg.lr,
         momentum=cfg.momentum,
         nesterov=cfg.nesterov and cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
     ),
-    "adamw": lambda params, cfg: torch.optim.AdamW(
-        params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
+    "adam": lambda groups, cfg: torch.optim.Adam(
+        groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
+    ),
+    "adamw": lambda groups, cfg: torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
+    ),
+    "rmsprop": lambda groups, cfg: torch.optim.RMSprop(
+        groups,
+        lr=cfg.lr,
+        alpha=cfg.alpha,
+        eps=cfg.eps,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
     ),
 }
+SCHEDULERS = ("none", "step", "multistep", "cosine", "onecycle", "plateau")
 
 
 @dataclass
 class Schedule:
-    """An LR scheduler and whether it steps after every iteration or every epoch."""
+    """An LR schedule: an optional per-iteration linear warmup, then the main scheduler.
+
+    `per_iteration` says whether the main scheduler steps after every iteration (cosine,
+    one-cycle) or once per epoch (step, multistep, plateau; plateau reads the val metric).
+    """
 
     scheduler: lr_scheduler.LRScheduler | None
     per_iteration: bool
+    warmup: lr_scheduler.LinearLR | None = None
+    warmup_steps: int = 0
+    _iterations: int = field(default=0, repr=False)
 
     def step_iteration(self) -> None:
-        """Advance a per-iteration schedule."""
-        if self.scheduler is not None and self.per_iteration:
+        """Advance the warmup, or a per-iteration schedule, by one iteration."""
+        self._iterations += 1
+        if self.warmup is not None and self._iterations <= self.warmup_steps:
+            self.warmup.step()
+        elif self.scheduler is not None and self.per_iteration:
             self.scheduler.step()
 
-    def step_epoch(self) -> None:
-        """Advance a per-epoch schedule."""
-        if self.scheduler is not None and not self.per_iteration:
+    def step_epoch(self, val_metric: float | None = None) -> None:
+        """Advance a per-epoch schedule; `plateau` needs the epoch's validation metric."""
+        if self.scheduler is None or self.per_iteration:
+            return
+        if isinstance(self.scheduler, lr_scheduler.ReduceLROnPlateau):
+            if val_metric is None:
+                raise ValueError("scheduler=plateau steps on a validation metric")
+            self.scheduler.step(val_metric)
+        else:
             self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume the schedule where it stopped."""
+        return {
+            "iterations": self._iterations,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "warmup": self.warmup.state_dict() if self.warmup is not None else {},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved (an older plain scheduler state also loads)."""
+        if "iterations" not in state:
+            state = {"iterations": 0, "scheduler": state, "warmup": {}}
+        self._iterations = state["iterations"]
+        if self.scheduler is not None and state["scheduler"]:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.warmup is not None and state["warmup"]:
+            self.warmup.load_state_dict(state["warmup"])
+
+
+def parameter_groups(
+    model: nn.Module, weight_decay: float, decay_norm_and_bias: bool
+) -> ParamGroups:
+    """Trainable parameters in two groups: decayed weights, and undecayed norm weights and biases.
+
+    Norm layers' scales and all biases are the 1-d parameters; decaying them only fights
+    BatchNorm's rescaling, so they get no weight decay unless `decay_norm_and_bias`.
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if decay_norm_and_bias:
+        return [{"params": trainable, "weight_decay": weight_decay}]
+    decayed = [p for p in trainable if p.ndim > 1]
+    undecayed = [p for p in trainable if p.ndim <= 1]
+    groups = [{"params": decayed, "weight_decay": weight_decay}]
+    if undecayed:
+        groups.append({"params": undecayed, "weight_decay": 0.0})
+    return groups
 
 
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     """The optimizer that `cfg.name` names, over the model's trainable parameters."""
     if cfg.name not in OPTIMIZERS:
         raise UserError(f"unknown optimizer '{cfg.name}'; choose one of: {', '.join(OPTIMIZERS)}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    return OPTIMIZERS[cfg.name](params, cfg)
+    groups = parameter_groups(model, cfg.weight_decay, cfg.get("decay_norm_and_bias", False))
+    if not any(group["params"] for group in groups):
+        raise UserError("the model has no trainable parameters; check model.freeze_features")
+    return OPTIMIZERS[cfg.name](groups, cfg)
 
 
-def build_schedule(
-    cfg: DictConfig, optimizer: torch.optim.Optimizer, total_steps: int, lr: float
-) -> Schedule:
-    """The LR schedule that `cfg.name` names, for a run of `total_steps` iterations."""
-    total_steps = max(total_steps, 1)
+def _main_scheduler(
+    cfg: DictConfig, optimizer: torch.optim.Optimizer, steps: int, lr: float
+) -> tuple[lr_scheduler.LRScheduler | None, bool]:
     if cfg.name == "none":
-        return Schedule(None, per_iteration=False)
+        return None, False
     if cfg.name == "step":
-        return Schedule(lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma), False)
+        return lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma), False
+    if cfg.name == "multistep":
+        return lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma), False
+    if cfg.name == "plateau":
+        plateau = lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="max",
+            factor=cfg.factor,
+            patience=cfg.patience,
+            threshold=cfg.threshold,
+            min_lr=cfg.min_lr,
+        )
+        return plateau, False
     if cfg.name == "cosine":
-        cosine = lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=cfg.min_lr)
-        return Schedule(cosine, per_iteration=True)
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=cfg.min_lr), True
     if cfg.name == "onecycle":
-        # OneCycleLR divides by each phase's length; a very short run still needs both phases.
+        if steps < 3:  # OneCycleLR divides by its phase lengths, which are 0 below 3 steps
+            return None, True
+        pct_start = min(max(cfg.pct_start, 1.5 / steps), 1 - 1.5 / steps)
         onecycle = lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=lr,
-            total_steps=max(total_steps, math.ceil(2 / cfg.pct_start) + 1),
-            pct_start=cfg.pct_start,
+            total_steps=steps,
+            pct_start=pct_start,
             div_factor=cfg.div_factor,
             final_div_factor=cfg.final_div_factor,
         )
-        return Schedule(onecycle, per_iteration=True)
-    raise UserError(f"unknown scheduler '{cfg.name}'; choose one of: none, step, cosine, onecycle")
+        return onecycle, True
+    raise UserError(f"unknown scheduler '{cfg.name}'; choose one of: {', '.join(SCHEDULERS)}")
+
+
+def build_schedule(
+    cfg: DictConfig,
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    lr: float,
+    steps_per_epoch: int = 1,
+) -> Schedule:
+    """The LR schedule that `cfg.name` names, for a run of `total_steps` iterations.
+
+    `scheduler.warmup_epochs` (may be fractional) ramps the LR linearly from
+    `warmup_start_factor * lr` to `lr` over that many epochs of iterations first; a
+    per-iteration schedule then runs over the iterations that remain.
+    """
+    warmup_epochs = cfg.get("warmup_epochs", 0)
+    if warmup_epochs < 0:
+        raise UserError(f"scheduler.warmup_epochs must be >= 0, got {warmup_epochs}")
+    if warmup_epochs and cfg.name == "onecycle":
+        raise UserError(
+            "scheduler=onecycle warms up by itself (scheduler.pct_start); "
+            "leave scheduler.warmup_epochs=0"
+        )
+    total_steps = max(total_steps, 1)
+    warmup_steps = min(math.ceil(warmup_epochs * steps_per_epoch), total_steps - 1)
+    warmup = None
+    if warmup_steps > 0:
+        warmup = lr_scheduler.LinearLR(
+            optimizer,
+            start_factor=cfg.get("warmup_start_factor", 0.01),
+            end_factor=1.0,
+            total_iters=warmup_steps,
+        )
+    main, per_iteration = _main_scheduler(cfg, optimizer, total_steps - warmup_steps, lr)
+    return Schedule(main, per_iteration, warmup, warmup_steps)

@@ -23,6 +23,7 @@ class ModelConfig:
     variant: str = "auto"
     dropout: float = 0.5
     weights: str | None = None
+    freeze_features: bool = False
 
 
 @dataclass
@@ -59,6 +60,7 @@ class OptimizerConfig:
     name: str = MISSING
     lr: float = 0.1
     weight_decay: float = 0.0
+    decay_norm_and_bias: bool = False
 
 
 @dataclass
@@ -74,14 +76,42 @@ class AdamWConfig(OptimizerConfig):
 
 
 @dataclass
+class AdamConfig(AdamWConfig):
+    pass
+
+
+@dataclass
+class RMSpropConfig(OptimizerConfig):
+    alpha: float = 0.99
+    eps: float = 1e-8
+    momentum: float = 0.0
+
+
+@dataclass
 class SchedulerConfig:
     name: str = MISSING
+    warmup_epochs: float = 0.0
+    warmup_start_factor: float = 0.01
 
 
 @dataclass
 class StepLRConfig(SchedulerConfig):
     step_size: int = 30
     gamma: float = 0.1
+
+
+@dataclass
+class MultiStepConfig(SchedulerConfig):
+    milestones: list[int] = field(default_factory=lambda: [30, 60])
+    gamma: float = 0.1
+
+
+@dataclass
+class PlateauConfig(SchedulerConfig):
+    factor: float = 0.1
+    patience: int = 5
+    threshold: float = 1e-4
+    min_lr: float = 0.0
 
 
 @dataclass
@@ -160,10 +190,17 @@ def register_configs() -> None:
     schemas: dict[str, dict[str, type]] = {
         "model": {"base": ModelConfig},
         "data": {"base": DataConfig, "digits": DigitsConfig, "synthetic": SyntheticConfig},
-        "optimizer": {"sgd": SGDConfig, "adamw": AdamWConfig},
+        "optimizer": {
+            "sgd": SGDConfig,
+            "adam": AdamConfig,
+            "adamw": AdamWConfig,
+            "rmsprop": RMSpropConfig,
+        },
         "scheduler": {
             "base": SchedulerConfig,
             "step": StepLRConfig,
+            "multistep": MultiStepConfig,
+            "plateau": PlateauConfig,
             "cosine": CosineConfig,
             "onecycle": OneCycleConfig,
         },

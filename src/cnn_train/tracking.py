@@ -13,15 +13,28 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
 T = TypeVar("T")
 MAX_CLASS_SCALARS = 100
 log = logging.getLogger(__name__)
+HPARAM_KEYS = (
+    "model.name",
+    "data.name",
+    "data.batch_size",
+    "optimizer.name",
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "scheduler.name",
+    "trainer.epochs",
+)
 PACKAGES = ("cnn-train", "torch", "torchvision", "hydra-core", "omegaconf", "tensorboard")
 
 
@@ -164,3 +177,55 @@ def confusion_image(confusion: torch.Tensor, cell: int = 8) -> torch.Tensor:
     share = share.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
     white_to_blue = torch.tensor([0.9, 0.8, 0.2]).view(3, 1, 1)
     return (1.0 - share.unsqueeze(0) * white_to_blue).clamp_(0, 1)
+
+
+def _hparam_value(text: str) -> float | int | bool | str:
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def run_hparams(run_dir: Path, config: dict[str, Any]) -> dict[str, float | int | bool | str]:
+    """The run's main settings and its command-line overrides (from `.hydra/overrides.yaml`)."""
+    values: dict[str, float | int | bool | str] = {}
+    for key in HPARAM_KEYS:
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, (int, float, bool, str)):
+            values[key] = node
+    overrides = run_dir / ".hydra" / "overrides.yaml"
+    if overrides.is_file():
+        import yaml
+
+        for item in yaml.safe_load(overrides.read_text()) or []:
+            key, _, value = str(item).lstrip("+~").partition("=")
+            values[key] = _hparam_value(value)
+    return values
+
+
+def write_hparams(
+    writer: SummaryWriter, run_dir: Path, config: dict[str, Any], best: dict[str, Any], step: int
+) -> None:
+    """Write the run's hparams and final val metrics into the run's own event file.
+
+    `SummaryWriter.add_hparams` would open a second event file in a subfolder (a second run in
+    TensorBoard); writing the three hparams summaries through the run's file writer keeps one.
+    """
+    from torch.utils.tensorboard.summary import hparams
+
+    metrics = {"hparams/best_val_acc1": float(best["val_acc1"])}
+    metrics_path = run_dir / "metrics.jsonl"
+    lines = metrics_path.read_text().splitlines() if metrics_path.is_file() else []
+    if lines:
+        last = json.loads(lines[-1])
+        metrics["hparams/val_acc1"] = float(last["val_acc1"])
+        metrics["hparams/val_loss"] = float(last["val_loss"])
+    for tag, value in metrics.items():
+        writer.add_scalar(tag, value, step)
+    for summary in hparams(run_hparams(run_dir, config), metrics):
+        writer.file_writer.add_summary(summary)
+    writer.flush()

@@ -100,10 +100,9 @@ class Stepper:
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs besides the model: optimizer, schedule, scaler, EMA."""
-        scheduler = self.schedule.scheduler
         return {
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else {},
+            "scheduler": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.module.state_dict() if self.ema is not None else {},
             "ema_updates": int(self.ema.n_averaged.item()) if self.ema is not None else 0,
@@ -112,8 +111,8 @@ class Stepper:
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         """Restore what `state_dict` saved."""
         self.optimizer.load_state_dict(saved["optimizer"])
-        if self.schedule.scheduler is not None and saved.get("scheduler"):
-            self.schedule.scheduler.load_state_dict(saved["scheduler"])
+        if saved.get("scheduler"):
+            self.schedule.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved.get("scaler") or {})
         if self.ema is not None and saved.get("ema"):
             self.ema.module.load_state_dict(saved["ema"])

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from cnn_train.build import ModelAndData, build_model_and_data, load_weights, split_loader
+from cnn_train.build import ModelAndData, build_model_and_data, split_loader
 from cnn_train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from cnn_train.distributed import (
     DistContext,
@@ -41,10 +41,12 @@ from cnn_train.engine.precision import resolve_precision, use_channels_last
 from cnn_train.engine.resume import find_resume_checkpoint, trim_metrics
 from cnn_train.engine.stepper import Stepper
 from cnn_train.errors import ExitRequest, Interrupted, UserError
+from cnn_train.inference import dataset_channels, preprocessing_of
 from cnn_train.models.split import place_model
+from cnn_train.models.weights import freeze_features, load_weights
 from cnn_train.optim import build_optimizer, build_schedule
 from cnn_train.schema import validate_train
-from cnn_train.tracking import RunTracker, progress, write_run_info
+from cnn_train.tracking import RunTracker, progress, write_hparams, write_run_info
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,9 @@ class Trainer:
         self.cfg, self.ctx, self.device = cfg, ctx, ctx.device
         self.built = build_model_and_data(cfg.model, cfg.data)
         if cfg.model.weights:
-            load_weights(self.built.model, cfg.model.weights)
+            load_weights(self.built.model, cfg.model.weights, cfg.model.name, self.built.variant)
+        if cfg.model.freeze_features:
+            freeze_features(self.built.model)
         channels_last = use_channels_last(cfg.trainer.channels_last, self.device, cfg.model.name)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if cfg.device.name == "alexnet_split":
@@ -135,7 +139,13 @@ class Trainer:
             total_steps = min(total_steps, cfg.trainer.max_steps)
 
         self.optimizer = build_optimizer(cfg.optimizer, self.model)
-        self.schedule = build_schedule(cfg.scheduler, self.optimizer, total_steps, cfg.optimizer.lr)
+        self.schedule = build_schedule(
+            cfg.scheduler,
+            self.optimizer,
+            total_steps,
+            cfg.optimizer.lr,
+            self.steps_per_epoch // accumulate,
+        )
         self.stepper = Stepper(
             self.train_model,
             self.model,
@@ -229,6 +239,8 @@ class Trainer:
                     if self.done:
                         break
                     self._run_epoch(epoch, guard, stop)
+            if self.tracker is not None:
+                write_hparams(self.tracker.writer, self.run_dir, self.config, self.best, self.step)
         except torch.OutOfMemoryError as error:
             size = cfg.data.batch_size
             raise UserError(
@@ -289,7 +301,6 @@ class Trainer:
         bar.close()
         train = self.epoch_sums.read()
         elapsed = time.perf_counter() - start
-        self.schedule.step_epoch()
         val_sums = evaluate(
             self.train_model,
             self.val_loader,
@@ -299,6 +310,7 @@ class Trainer:
             num_classes=self.built.num_classes,
         )
         val = val_sums.read()
+        self.schedule.step_epoch(val["acc1"])
         images_per_sec = trained * cfg.data.batch_size * self.ctx.world_size / max(elapsed, 1e-9)
         record = {
             "epoch": epoch,
@@ -371,6 +383,13 @@ class Trainer:
             "best_epoch": self.best["epoch"],
             "config": self.config,
             "class_names": list(self.built.dataset.class_names),
+            "preprocessing": preprocessing_of(
+                self.built.image_size,
+                self.built.dataset.mean,
+                self.built.dataset.std,
+                dataset_channels(self.built.dataset),
+                self.cfg.data.augment,
+            ),
             "rng": rng,
             "train_sums": sums,
         }

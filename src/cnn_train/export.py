@@ -1,0 +1,109 @@
+"""Write a checkpoint's model as an inference artefact and check it reproduces the logits."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnn_train.errors import UserError
+from cnn_train.inference import InferenceModel, load_inference
+
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "safetensors": ".safetensors"}
+
+
+def _need(module: str, extra: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise UserError(
+            f"format={extra} needs the '{module}' package; pip install 'cnn-train[{extra}]'"
+        ) from error
+
+
+def _torchscript(loaded: InferenceModel, path: Path, example: torch.Tensor) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is in maintenance; tracing still works
+        traced = torch.jit.trace(loaded.model, example)
+        traced.save(str(path))
+        reloaded = torch.jit.load(str(path))
+    with torch.inference_mode():
+        return reloaded(example).numpy()
+
+
+def _onnx(loaded: InferenceModel, path: Path, example: torch.Tensor) -> np.ndarray:
+    _need("onnx", "onnx")
+    _need("onnxscript", "onnx")
+    runtime = _need("onnxruntime", "onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            loaded.model,
+            (example,),
+            str(path),
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    session = runtime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"images": example.numpy()})[0]
+
+
+def _safetensors(loaded: InferenceModel, path: Path, example: torch.Tensor) -> np.ndarray:
+    from cnn_train.models import build_model
+
+    storage = _need("safetensors.torch", "safetensors")
+    metadata = {
+        "config": json.dumps(loaded.config),
+        "class_names": json.dumps(loaded.class_names),
+        "preprocessing": json.dumps(loaded.preprocessing),
+    }
+    state = {key: value.contiguous() for key, value in loaded.model.state_dict().items()}
+    storage.save_file(state, str(path), metadata=metadata)
+    model_cfg = loaded.config["model"]
+    rebuilt = build_model(
+        model_cfg["name"], model_cfg["num_classes"], model_cfg["variant"], model_cfg["dropout"]
+    )
+    rebuilt.load_state_dict(storage.load_file(str(path)))
+    rebuilt.eval()
+    with torch.inference_mode():
+        return rebuilt(example).numpy()
+
+
+EXPORTERS: dict[str, Callable[[InferenceModel, Path, torch.Tensor], np.ndarray]] = {
+    "onnx": _onnx,
+    "torchscript": _torchscript,
+    "safetensors": _safetensors,
+}
+
+
+def export(
+    checkpoint: str, format: str, output: str | None = None, tolerance: float = 1e-4
+) -> dict[str, Any]:
+    """Write `checkpoint`'s model as `format`; raise UserError unless it reproduces the logits."""
+    if format not in EXPORTERS:
+        raise UserError(f"format={format} is not one of {', '.join(EXPORTERS)}")
+    loaded = load_inference(checkpoint)
+    path = Path(output) if output else Path(checkpoint).with_suffix(SUFFIXES[format])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = loaded.example_input()
+    with torch.inference_mode():
+        expected = loaded.model(example).numpy()
+    produced = EXPORTERS[format](loaded, path, example)
+    difference = float(np.abs(produced - expected).max())
+    scale = max(float(np.abs(expected).max()), 1.0)
+    if not difference <= tolerance * scale:
+        raise UserError(
+            f"the {format} artefact {path} differs from the checkpoint's logits by {difference:.3g}"
+        )
+    return {"format": format, "path": str(path), "max_abs_diff": difference}

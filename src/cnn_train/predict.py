@@ -1,0 +1,68 @@
+"""Classify image files with a checkpoint (the `cnn-predict` job)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnn_train.errors import UserError
+from cnn_train.inference import load_inference
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+
+def image_paths(items: list[str] | str) -> list[Path]:
+    """The image files named: files as given, folders expanded to their images (sorted)."""
+    paths: list[Path] = []
+    for item in [items] if isinstance(items, str) else list(items):
+        path = Path(item).expanduser()
+        if path.is_dir():
+            paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise UserError(f"images: {path} does not exist; pass images=[a.jpg,b.png] or a folder")
+    if not paths:
+        raise UserError("images: no image files found; pass images=[a.jpg,b.png] or a folder")
+    return paths
+
+
+@torch.inference_mode()
+def predict(checkpoint: str, images: list[str] | str, topk: int = 5) -> list[dict[str, Any]]:
+    """For each image, the top-k class names and probabilities under the checkpoint's model."""
+    from PIL import Image, UnidentifiedImageError
+
+    if topk < 1:
+        raise UserError(f"topk must be >= 1, got {topk}")
+    loaded = load_inference(checkpoint)
+    k = min(topk, len(loaded.class_names))
+    results = []
+    for path in image_paths(images):
+        try:
+            with Image.open(path) as image:
+                batch = loaded.preprocess(image).unsqueeze(0)
+        except (UnidentifiedImageError, OSError) as error:
+            raise UserError(f"cannot read {path} as an image: {error}") from error
+        probabilities = loaded.model(batch).softmax(dim=1)[0]
+        values, indices = probabilities.topk(k)
+        results.append(
+            {
+                "image": str(path),
+                "top": [
+                    {"class": loaded.class_names[i], "probability": float(p)}
+                    for p, i in zip(values.tolist(), indices.tolist(), strict=True)
+                ],
+            }
+        )
+    return results
+
+
+def format_predictions(results: list[dict[str, Any]]) -> str:
+    """One block per image: its path, then `probability  class` lines, best first."""
+    lines = []
+    for result in results:
+        lines.append(result["image"])
+        lines += [f"  {top['probability']:.4f}  {top['class']}" for top in result["top"]]
+    return "\n".join(lines)

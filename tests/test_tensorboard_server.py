@@ -1,0 +1,64 @@
+"""The real `tensorboard` server shows a run's scalars, read over its HTTP API as the page does."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cnn_train.engine.trainer import fit
+
+TENSORBOARD_START_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_the_val_acc1_series(train_config, tmp_path: Path) -> None:
+    fit(train_config("trainer.epochs=2"), tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    port = free_port()
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    query = urllib.parse.urlencode({"run": "tb", "tag": "val/acc1"})
+    url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?{query}"
+    try:
+        deadline = time.monotonic() + TENSORBOARD_START_S
+        series: object = None
+        while time.monotonic() < deadline:
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+            try:
+                series = get_json(url)
+                if isinstance(series, list) and len(series) == len(records):
+                    break
+            except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
+                pass
+            time.sleep(1)
+        assert isinstance(series, list), f"no answer from {url}"
+        # Each point is [wall_time, step, value].
+        assert [point[1] for point in series] == [record["step"] for record in records]
+        assert [point[2] for point in series] == pytest.approx(
+            [record["val_acc1"] for record in records]
+        )
+        assert "tb" in get_json(f"http://127.0.0.1:{port}/data/runs")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
