@@ -113,8 +113,3 @@ def test_a_plateau_run_resumes_with_its_schedule(train_config, tmp_path) -> None
         second,
     )
     assert resumed["step"] == 8
-
-
-def test_a_diverging_run_is_a_user_error(train_config, tmp_path) -> None:
-    with pytest.raises(UserError, match="training diverged"):
-        fit(train_config("optimizer.lr=1e30", "scheduler=none", "model=vgg16"), tmp_path)

@@ -7,13 +7,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cnn_train.build import build_model_and_data, split_loader
 from cnn_train.checkpoint import load_checkpoint
 from cnn_train.distributed import resolve_device
 from cnn_train.engine.loop import evaluate
-from cnn_train.engine.precision import resolve_precision
+from cnn_train.engine.precision import resolve_precision, use_channels_last
 from cnn_train.errors import UserError
 from cnn_train.schema import PRECISIONS, validate_data
 
@@ -48,7 +49,10 @@ def run_eval(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         )
     built.model.load_state_dict(state["model"])
     device = resolve_device(cfg.device)
-    model = built.model.to(device)
+    # The run's memory format too: the same kernels give the run's numbers to the last bit.
+    channels_last = use_channels_last(saved.trainer.get("channels_last"), device, saved.model.name)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = built.model.to(device, memory_format=memory_format)
     precision_name = saved.trainer.precision if cfg.precision == "auto" else cfg.precision
     precision = resolve_precision(precision_name, device)
     batch_size = data_cfg.eval_batch_size or data_cfg.batch_size

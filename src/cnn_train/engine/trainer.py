@@ -79,13 +79,15 @@ def set_determinism(cfg: DictConfig, built: ModelAndData, device: torch.device) 
     torch.backends.cudnn.benchmark = False
 
 
-def resolved_config(cfg: DictConfig, built: ModelAndData, precision: str) -> dict[str, Any]:
+def resolved_config(
+    cfg: DictConfig, built: ModelAndData, precision: str, channels_last: bool
+) -> dict[str, Any]:
     """The config as a plain dict with every `auto`/`null` that the run resolved filled in."""
     config = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(config, dict)
     config["model"].update(variant=built.variant, num_classes=built.num_classes)
     config["data"]["image_size"] = built.image_size
-    config["trainer"]["precision"] = precision
+    config["trainer"].update(precision=precision, channels_last=channels_last)
     config["resume"] = None
     return config
 
@@ -114,7 +116,7 @@ class Trainer:
         self.train_model = wrap_model(self.model, cfg.device, ctx)
         if cfg.trainer.compile:
             self.train_model = torch.compile(self.train_model)
-        self.config = resolved_config(cfg, self.built, self.precision.name)
+        self.config = resolved_config(cfg, self.built, self.precision.name, channels_last)
 
         shard = {"rank": ctx.rank, "world_size": ctx.world_size} if ctx.world_size > 1 else {}
         batch, eval_batch = cfg.data.batch_size, cfg.data.eval_batch_size or cfg.data.batch_size
