@@ -124,6 +124,10 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}",
             )
             schedule.step_epoch()
+            skipped = train_loader.skipped_files
+            tracker.scalars({"data/skipped_files": skipped}, state.step)
+            if skipped:
+                log.warning(f"epoch {epoch + 1}: skipped {skipped} unreadable image files")
             val = evaluate(model, val_loader, val_batches, precision=precision, topk=built.topk)
             record = {
                 "epoch": epoch,
