@@ -45,15 +45,16 @@ def load_dataset(cfg: DictConfig) -> Dataset:
 
 
 def in_memory(dataset: Dataset, augment: str, setting: str) -> bool:
-    """Whether to batch from memory: `data.in_memory` auto/true/false, given the dataset and preset."""
+    """Whether to batch from memory, from `data.in_memory` (auto/true/false), dataset and preset."""
     setting = str(setting).lower()
     if setting not in ("auto", "true", "false"):
         raise UserError(f"data.in_memory={setting} is not one of auto, true, false")
     possible = isinstance(dataset, InMemoryDataset) and augment in BATCHED_PRESETS
     if setting == "true" and not possible:
         raise UserError(
-            f"data.in_memory=true needs a dataset held in memory (digits, synthetic, cifar10, "
-            f"cifar100, mnist, fashion_mnist) and data.augment=none or cifar; use data.in_memory=auto"
+            "data.in_memory=true needs a dataset held in memory (digits, synthetic, cifar10, "
+            "cifar100, mnist, fashion_mnist) and data.augment=none or cifar; "
+            "use data.in_memory=auto"
         )
     return possible and setting != "false"
 

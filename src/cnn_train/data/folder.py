@@ -1,4 +1,4 @@
-"""Image folders in the ImageFolder layout (`root/<class>/*` or `root/{train,val,test}/<class>/*`)."""
+"""ImageFolder trees: `root/<class>/*` or `root/{train,val,test}/<class>/*`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-image loading through DataLoader workers: for folders and presets that resample each image."""
+"""Per-image loading in DataLoader workers: for folders, and presets that resample each image."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ Sample = tuple[torch.Tensor, int] | str  # (image, label), or the path of a file
 
 
 class ImageSamples(Dataset):
-    """Images from files or a uint8 tensor, each transformed with an RNG seeded by (seed, epoch, index).
+    """Images from files or a uint8 tensor, transformed with an RNG seeded by (seed, epoch, index).
 
     Indexed by (epoch, index) keys, so the result does not depend on which worker loads it.
     """
