@@ -88,12 +88,18 @@ def load_vision_dataset(cfg: DictConfig) -> InMemoryDataset:
     full = _open(spec, cfg.name, root, True, cfg.download)
     test = _open(spec, cfg.name, root, False, cfg.download)
     train = _as_split(full)
-    keep, hold = train_test_split(
-        np.arange(len(train)),
-        test_size=cfg.val_fraction,
-        stratify=train.labels.numpy(),
-        random_state=SPLIT_SEED,
-    )
+    try:
+        keep, hold = train_test_split(
+            np.arange(len(train)),
+            test_size=cfg.val_fraction,
+            stratify=train.labels.numpy(),
+            random_state=SPLIT_SEED,
+        )
+    except ValueError as error:
+        raise UserError(
+            f"cannot hold out data.val_fraction={cfg.val_fraction} of {len(train)} {cfg.name} "
+            f"training images ({error}); change data.val_fraction"
+        ) from error
     keep, hold = torch.from_numpy(np.sort(keep)), torch.from_numpy(np.sort(hold))
     return InMemoryDataset(
         splits={
