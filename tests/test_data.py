@@ -462,3 +462,25 @@ def test_in_memory_and_dataloader_paths_agree_on_validation(
     assert results[0]["samples"] == results[1]["samples"] == 20
     assert results[0]["acc1"] == results[1]["acc1"]
     assert results[0]["loss"] == pytest.approx(results[1]["loss"], rel=1e-5)
+
+
+def test_imagenet_val_helper_sorts_the_flat_folder_into_classes(tmp_path: Path) -> None:
+    import runpy
+
+    val = tmp_path / "imagenet" / "val"
+    val.mkdir(parents=True)
+    wnids = ["n01440764", "n01443537"]
+    lines = []
+    for i in range(4):
+        name = f"ILSVRC2012_val_{i + 1:08d}.JPEG"
+        write_image(val / name, "RGB", seed=i)
+        lines.append(f"{name} {wnids[i % 2]}")
+    (tmp_path / "labels.txt").write_text("\n".join(lines) + "\n")
+    write_tree(tmp_path / "imagenet" / "train", classes=tuple(wnids), per_class=2)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "prepare_imagenet_val.py"
+    module = runpy.run_path(str(script))
+    module["main"]([str(val), "--labels", str(tmp_path / "labels.txt")])
+    assert sorted(p.name for p in val.iterdir()) == wnids
+    cfg = train_cfg("data=imagenet", f"data.root={tmp_path / 'imagenet'}")
+    built = build_model_and_data(cfg.model, cfg.data)
+    assert len(built.dataset.splits["val"]) == 4 and built.dataset.class_names == wnids
