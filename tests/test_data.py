@@ -26,6 +26,7 @@ from cnn_train.data.transforms import (
     LIGHTING_STD,
     PRESETS,
     Lighting,
+    Normalize,
     augment_batch,
     image_transform,
 )
@@ -325,8 +326,9 @@ def test_real_cifar10_jpegs_load_as_a_folder(tmp_path: Path) -> None:
 @pytest.mark.parametrize("train", [True, False])
 def test_presets_give_normalized_images_of_the_right_side(preset: str, train: bool) -> None:
     image = torch.randint(0, 256, (3, 375, 500), dtype=torch.uint8)
-    transform = image_transform(preset, 224, train=train, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    out = transform(image)
+    sample = image_transform(preset, 224, train=train)(image)
+    assert sample.dtype == (torch.float32 if preset == "alexnet2012" and train else torch.uint8)
+    out = Normalize(IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"))(sample[None])[0]
     assert out.shape == (3, 224, 224) and out.dtype == torch.float32
     low = (0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     high = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)

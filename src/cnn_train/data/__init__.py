@@ -13,7 +13,7 @@ from cnn_train.data.imagenet import load_imagenet_dataset
 from cnn_train.data.memory import InMemoryDataset, InMemoryLoader, LabelledImages
 from cnn_train.data.stream import ImageSamples, StreamLoader
 from cnn_train.data.synthetic import load_synthetic_dataset
-from cnn_train.data.transforms import BATCHED_PRESETS, check_preset, image_transform
+from cnn_train.data.transforms import BATCHED_PRESETS, Normalize, check_preset, image_transform
 from cnn_train.data.vision import load_vision_dataset
 from cnn_train.errors import UserError
 
@@ -98,17 +98,15 @@ def make_loader(
             rank=rank,
             world_size=world_size,
         )
-    transform = image_transform(
-        augment, image_size, train=train, mean=dataset.mean, std=dataset.std
-    )
     return StreamLoader(
-        ImageSamples(data, transform, seed),
+        ImageSamples(data, image_transform(augment, image_size, train=train), seed),
         batch_size=batch_size,
         device=device,
         train=train,
         seed=seed,
         num_workers=num_workers,
         max_bad_fraction=max_bad_fraction,
+        normalize=Normalize(dataset.mean, dataset.std, device),
         rank=rank,
         world_size=world_size,
     )

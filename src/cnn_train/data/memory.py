@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cnn_train.data.order import batch_count, epoch_generator, pass_indices
-from cnn_train.data.transforms import augment_batch
+from cnn_train.data.transforms import Normalize, augment_batch
 
 
 @dataclass
@@ -79,11 +79,7 @@ class InMemoryLoader:
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.device = device
-        channels = self.images.shape[1]
-        mean_t = torch.tensor(mean[:channels], device=device).view(1, channels, 1, 1)
-        std_t = torch.tensor(std[:channels], device=device).view(1, channels, 1, 1)
-        self._scale = 1.0 / (255.0 * std_t)
-        self._shift = -mean_t / std_t
+        self.normalize = Normalize(mean, std, device)
 
     @property
     def dataset_size(self) -> int:
@@ -119,5 +115,4 @@ class InMemoryLoader:
             if self.shuffle and self.augment != "none":
                 generator = epoch_generator(self.seed, self.epoch, position, self.rank)
                 images = augment_batch(images, self.augment, train=True, generator=generator)
-            images = images.float().mul_(self._scale).add_(self._shift)
-            yield images.expand(-1, 3, -1, -1), self.labels.index_select(0, index)
+            yield self.normalize(images).expand(-1, 3, -1, -1), self.labels.index_select(0, index)

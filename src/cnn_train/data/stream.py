@@ -12,6 +12,7 @@ from cnn_train.data.decode import BadImageError, read_rgb
 from cnn_train.data.folder import ImageFiles
 from cnn_train.data.memory import LabelledImages
 from cnn_train.data.order import batch_count, epoch_generator, pass_indices
+from cnn_train.data.transforms import Normalize
 from cnn_train.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class StreamLoader:
         seed: int,
         num_workers: int,
         max_bad_fraction: float,
+        normalize: Normalize,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
@@ -125,6 +127,7 @@ class StreamLoader:
             world_size=world_size,
         )
         self.device = device
+        self.normalize = normalize
         self.max_bad = max_bad_fraction * len(samples)
         self._size = len(samples)
         self.skipped_files = 0
@@ -163,6 +166,6 @@ class StreamLoader:
                 )
             if len(labels):
                 yield (
-                    images.to(self.device, non_blocking=True),
+                    self.normalize(images.to(self.device, non_blocking=True)),
                     labels.to(self.device, non_blocking=True),
                 )

@@ -1,8 +1,9 @@
 """Augmentation presets (`data.augment`): per-image torchvision v2 pipelines and batched tensor ops.
 
-Per-image pipelines take a uint8 RGB tensor [3, H, W] and return a normalized float32 tensor
-[3, S, S]. Batched versions exist for the presets that need no resampling (`none`, `cifar`), so
-datasets held in memory augment whole batches on their device.
+Per-image pipelines take a uint8 RGB tensor [3, H, W] and return uint8 [3, S, S] (float32 in
+[0, 1] when they add lighting noise); `Normalize` turns whole batches into normalized float32 on
+their device, so workers ship 4x fewer bytes. Batched versions exist for the presets that need no
+resampling (`none`, `cifar`), so datasets held in memory augment whole batches on their device.
 """
 
 from __future__ import annotations
@@ -57,18 +58,24 @@ class Lighting(nn.Module):
         return images + rgb[..., None, None]
 
 
-def _finish(mean: Sequence[float], std: Sequence[float], lighting: bool = False) -> list:
-    steps: list = [v2.ToDtype(torch.float32, scale=True)]
-    if lighting:
-        steps.append(Lighting())
-    steps.append(v2.Normalize(list(mean), list(std)))
-    return steps
+class Normalize:
+    """(x - mean) / std for a batch [B, C, H, W] of uint8 (0..255) or float ([0, 1]) images."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        channels = images.shape[1]
+        mean, std = self.mean[:, :channels], self.std[:, :channels]
+        scale = 1.0 / (255.0 * std) if images.dtype == torch.uint8 else 1.0 / std
+        return images.float().mul_(scale).sub_(mean / std)
 
 
 def image_transform(
-    preset: str, size: int, *, train: bool, mean: Sequence[float], std: Sequence[float]
+    preset: str, size: int, *, train: bool
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The per-image pipeline of `preset` at output side `size`."""
+    """The per-image pipeline of `preset` at output side `size` (normalize batches afterwards)."""
     check_preset(preset)
     resize = round(size * 256 / 224)  # ImageNet's 256 -> 224, scaled to other sizes
     if preset == "none":
@@ -87,10 +94,12 @@ def image_transform(
             v2.Resize(resize, antialias=True),
             v2.RandomCrop(size),
             v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            Lighting(),
         ]
     else:
         steps = [v2.Resize(resize, antialias=True), v2.CenterCrop(size)]
-    return v2.Compose(steps + _finish(mean, std, lighting=train and preset == "alexnet2012"))
+    return v2.Compose(steps)
 
 
 def check_preset(preset: str) -> None:
