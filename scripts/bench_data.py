@@ -78,16 +78,26 @@ def bench_in_memory(batch_size: int, steps: int, rounds: int) -> dict[str, float
     ]
     model = build_model("resnet34", 10, "small")
     _train_steps(model, iter(fixed), 2)  # warm-up
-    times = {"loader": 0.0, "random": 0.0}
     stream = _cycle(loader)
+    ratios, totals = [], {"loader": 0.0, "random": 0.0}
     for _ in range(rounds):  # interleaved, so drifting load on a shared machine hits both
-        times["loader"] += _train_steps(model, stream, steps)
-        times["random"] += _train_steps(model, (fixed[i % 4] for i in range(steps)), steps)
-    speed = {k: rounds * steps * batch_size / v for k, v in times.items()}
+        with_loader = _train_steps(model, stream, steps)
+        with_random = _train_steps(model, (fixed[i % 4] for i in range(steps)), steps)
+        ratios.append(with_random / with_loader)
+        totals["loader"] += with_loader
+        totals["random"] += with_random
+    start = time.perf_counter()
+    fetched = sum(1 for _, _ in zip(range(50), stream, strict=False))
+    fetch_s = (time.perf_counter() - start) / fetched
+    step_s = totals["random"] / (rounds * steps)
     return {
-        "in_memory_img_per_s": speed["loader"],
-        "random_tensor_img_per_s": speed["random"],
-        "in_memory_ratio": speed["loader"] / speed["random"],
+        "in_memory_img_per_s": rounds * steps * batch_size / totals["loader"],
+        "random_tensor_img_per_s": rounds * steps * batch_size / totals["random"],
+        "in_memory_ratio": totals["random"] / totals["loader"],
+        "in_memory_ratio_median_round": sorted(ratios)[len(ratios) // 2],
+        "in_memory_batch_ms": fetch_s * 1e3,
+        "step_ms": step_s * 1e3,
+        "in_memory_ratio_bound": step_s / (step_s + fetch_s),
     }
 
 
@@ -204,10 +214,10 @@ def bench_cifar_folder(root: str, batch_size: int, steps: int, workers: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=4, help="training steps per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2, help="training steps per round")
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--jpegs", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=2, help="passes; the fastest counts")
+    parser.add_argument("--repeats", type=int, default=5, help="passes; the fastest counts")
     parser.add_argument("--cifar-root", help="CIFAR-10 JPEG class folders (e.g. .../train)")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers for part 3")
     parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "folder"])

@@ -53,6 +53,7 @@ class VisionDataConfig(DataConfig):
 @dataclass
 class FolderDataConfig(DataConfig):
     val_fraction: float = 0.1
+    max_per_class: int | None = None
 
 
 @dataclass
@@ -211,6 +212,7 @@ def validate_data(data: DictConfig) -> None:
     _positive(data.batch_size, "data.batch_size")
     _positive(data.eval_batch_size, "data.eval_batch_size")
     _positive(data.image_size, "data.image_size")
+    _positive(data.get("max_per_class"), "data.max_per_class")
     _require(data.num_workers >= 0, f"data.num_workers must be >= 0, got {data.num_workers}")
     _require(
         0 <= data.max_bad_fraction < 1,

@@ -49,9 +49,9 @@ def _visible(path: str) -> bool:
 
 
 def scan_split(
-    directory: Path, class_names: list[str] | None = None
+    directory: Path, class_names: list[str] | None = None, max_per_class: int | None = None
 ) -> tuple[list[str], ImageFiles]:
-    """Class names and files of one `<class>/<image>` tree; a UserError for a bad layout."""
+    """Class names and files of one `<class>/<image>` tree (the first `max_per_class` of each)."""
     try:
         names, _ = find_classes(str(directory))
     except FileNotFoundError as error:
@@ -66,6 +66,14 @@ def scan_split(
         raise UserError(f"class folder {directory / empty[0]} is empty; {LAYOUT}")
     index = {name: i for i, name in enumerate(names)}
     samples = make_dataset(str(directory), index, is_valid_file=_visible)
+    if max_per_class:
+        counts = dict.fromkeys(range(len(names)), 0)
+        kept = []
+        for path, label in samples:
+            counts[label] += 1
+            if counts[label] <= max_per_class:
+                kept.append((path, label))
+        samples = kept
     paths = [path for path, _ in samples]
     labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
     return names, ImageFiles(paths, labels)
@@ -87,15 +95,20 @@ def stratified_split(files: ImageFiles, fraction: float) -> tuple[ImageFiles, Im
     return pick(sorted(train)), pick(sorted(val))
 
 
-def scan_folder(root: str | None, val_fraction: float, key: str = "data.root") -> FileDataset:
-    """Find train/val/test under `root`; hold out a stratified val split when there is no val/."""
+def scan_folder(
+    root: str | None, val_fraction: float, max_per_class: int | None = None
+) -> FileDataset:
+    """Find train/val/test under `root`; hold out a stratified val split when there is no val/.
+
+    `max_per_class` keeps the first files of each class in the training tree (a quick subset).
+    """
     if not root:
-        raise UserError(f"{key} is required for this dataset; {LAYOUT}")
+        raise UserError(f"data.root is required for this dataset; {LAYOUT}")
     base = Path(root).expanduser()
     if not base.is_dir():
-        raise UserError(f"{key}={root} is not a directory; {LAYOUT}")
+        raise UserError(f"data.root={root} is not a directory; {LAYOUT}")
     train_dir = base / "train" if (base / "train").is_dir() else base
-    names, train = scan_split(train_dir)
+    names, train = scan_split(train_dir, max_per_class=max_per_class)
     splits: dict[str, ImageFiles] = {}
     if train_dir != base and (base / "val").is_dir():
         splits["train"], splits["val"] = train, scan_split(base / "val", names)[1]
@@ -108,4 +121,4 @@ def scan_folder(root: str | None, val_fraction: float, key: str = "data.root") -
 
 def load_folder_dataset(cfg: DictConfig) -> FileDataset:
     """Any ImageFolder tree; `data.root` points at it."""
-    return scan_folder(cfg.root, cfg.val_fraction)
+    return scan_folder(cfg.root, cfg.val_fraction, cfg.max_per_class)

@@ -30,4 +30,4 @@ def load_imagenet_dataset(cfg: DictConfig) -> FileDataset:
                 raise UserError(
                     f"could not unpack ImageNet in data.root={root}: {error}"
                 ) from error
-    return scan_folder(str(root), cfg.val_fraction)
+    return scan_folder(str(root), cfg.val_fraction, cfg.max_per_class)
