@@ -485,6 +485,14 @@ def test_imagenet_val_helper_sorts_the_flat_folder_into_classes(tmp_path: Path) 
     module = runpy.run_path(str(script))
     module["main"]([str(val), "--labels", str(tmp_path / "labels.txt")])
     assert sorted(p.name for p in val.iterdir()) == wnids
-    cfg = train_cfg("data=imagenet", f"data.root={tmp_path / 'imagenet'}")
+    cfg = train_cfg(
+        "data=imagenet",
+        f"data.root={tmp_path / 'imagenet'}",
+        "data.image_size=64",
+        "data.batch_size=2",
+        "data.num_workers=0",
+    )
     built = build_model_and_data(cfg.model, cfg.data)
     assert len(built.dataset.splits["val"]) == 4 and built.dataset.class_names == wnids
+    fit(cfg, made(tmp_path / "run"))
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
