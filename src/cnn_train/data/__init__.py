@@ -28,6 +28,7 @@ DATASETS: dict[str, Callable[[DictConfig], Dataset]] = {
     "mnist": load_vision_dataset,
     "fashion_mnist": load_vision_dataset,
     "folder": load_folder_dataset,
+    "cifar10_folder": load_folder_dataset,
     "imagenet": load_imagenet_dataset,
 }
 PRESET_SIZES = {"none": 224, "cifar": 32, "imagenet": 224, "alexnet2012": 224}
