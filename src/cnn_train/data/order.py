@@ -7,12 +7,17 @@ import torch
 SEED_STRIDE = 100_003
 
 
-def epoch_generator(seed: int, epoch: int, *extra: int) -> torch.Generator:
-    """A CPU generator seeded from (seed, epoch, *extra) only."""
+def mixed_seed(seed: int, epoch: int, *extra: int) -> int:
+    """One RNG seed from (seed, epoch, *extra) only."""
     value = seed * SEED_STRIDE + epoch
     for part in extra:
         value = value * SEED_STRIDE + part
-    return torch.Generator().manual_seed(value % (2**63))
+    return value % (2**63)
+
+
+def epoch_generator(seed: int, epoch: int, *extra: int) -> torch.Generator:
+    """A CPU generator seeded from (seed, epoch, *extra) only."""
+    return torch.Generator().manual_seed(mixed_seed(seed, epoch, *extra))
 
 
 def pass_indices(

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cnn_train.data.decode import BadImageError, read_rgb
 from cnn_train.data.folder import ImageFiles
 from cnn_train.data.memory import LabelledImages
-from cnn_train.data.order import batch_count, epoch_generator, pass_indices
+from cnn_train.data.order import batch_count, mixed_seed, pass_indices
 from cnn_train.data.transforms import Normalize
 from cnn_train.errors import UserError
 
@@ -53,7 +53,7 @@ class ImageSamples(Dataset):
         except (BadImageError, OSError) as error:
             return f"{self.source.paths[index]} ({error})"  # type: ignore[union-attr]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(epoch_generator(self.seed, epoch, index).initial_seed())
+            torch.manual_seed(mixed_seed(self.seed, epoch, index))
             return self.transform(image), int(self.source.labels[index])
 
 
