@@ -97,7 +97,7 @@ def test_eval_rejects_unknown_data_keys_and_splits(trained_run: Path, tmp_path: 
     with pytest.raises(UserError, match=r"data\.colour"):
         run_eval(eval_config(checkpoint, "+data.colour=1"), tmp_path)
     with pytest.raises(UserError, match="no 'test' split"):
-        run_eval(eval_config(checkpoint, "+data.split=test"), tmp_path)
+        run_eval(eval_config(checkpoint, "data.split=test"), tmp_path)
 
 
 def test_max_steps_and_batch_limits_cut_the_run(train_config, tmp_path: Path) -> None:

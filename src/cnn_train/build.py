@@ -8,10 +8,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from cnn_train.checkpoint import load_checkpoint
-from cnn_train.data import load_dataset, make_loader
-from cnn_train.data.memory import InMemoryDataset, InMemoryLoader
-from cnn_train.errors import UserError
+from cnn_train.data import Dataset, Loader, load_dataset, make_loader
 from cnn_train.models import build_model, resolve_variant, working_image_size
 
 
@@ -19,11 +16,12 @@ from cnn_train.models import build_model, resolve_variant, working_image_size
 class ModelAndData:
     """A dataset and the model built for it, with the resolved variant, size and class count."""
 
-    dataset: InMemoryDataset
+    dataset: Dataset
     model: nn.Module
     variant: str
     image_size: int
     num_classes: int
+    data_cfg: DictConfig | None = None
 
     @property
     def topk(self) -> int:
@@ -40,21 +38,7 @@ def build_model_and_data(model_cfg: DictConfig, data_cfg: DictConfig) -> ModelAn
     )
     size = working_image_size(model_cfg.name, variant, dataset.native_size, data_cfg.image_size)
     model = build_model(model_cfg.name, num_classes, variant, model_cfg.dropout)
-    return ModelAndData(dataset, model, variant, size, num_classes)
-
-
-def load_weights(model: nn.Module, path: str) -> None:
-    """Load a cnn-train checkpoint or a plain state_dict into `model`; say clearly if it misfits."""
-    state = load_checkpoint(path)
-    weights = state.get("model", state)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        detail = str(error).strip().splitlines()[0]
-        raise UserError(
-            f"model.weights={path} does not fit this model ({detail}); check model, "
-            "model.variant and model.num_classes"
-        ) from error
+    return ModelAndData(dataset, model, variant, size, num_classes, data_cfg)
 
 
 def split_loader(
@@ -65,8 +49,14 @@ def split_loader(
     *,
     train: bool,
     seed: int = 0,
-) -> InMemoryLoader:
-    """A loader over one split at the built model's image size."""
+    rank: int = 0,
+    world_size: int = 1,
+) -> Loader:
+    """A loader over one split at the built model's image size.
+
+    Data-parallel ranks pass `rank`/`world_size`: each reads its own share of the split.
+    """
+    cfg = built.data_cfg
     return make_loader(
         built.dataset,
         split,
@@ -75,4 +65,10 @@ def split_loader(
         device=device,
         train=train,
         seed=seed,
+        augment=cfg.augment if cfg is not None else "none",
+        in_memory_setting=cfg.get("in_memory", "auto") if cfg is not None else "auto",
+        num_workers=cfg.num_workers if cfg is not None else 0,
+        max_bad_fraction=cfg.get("max_bad_fraction", 0.01) if cfg is not None else 0.01,
+        rank=rank,
+        world_size=world_size,
     )

@@ -38,11 +38,26 @@ class DataConfig:
     split: str = "val"
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
+    in_memory: str = "auto"
+    max_bad_fraction: float = 0.01
 
 
 @dataclass
 class DigitsConfig(DataConfig):
     val_fraction: float = 0.2
+
+
+@dataclass
+class VisionDataConfig(DataConfig):
+    root: str | None = "data"
+    download: bool = False
+    val_fraction: float = 0.1
+
+
+@dataclass
+class FolderDataConfig(DataConfig):
+    val_fraction: float = 0.1
+    max_per_class: int | None = None
 
 
 @dataclass
@@ -189,7 +204,13 @@ def register_configs() -> None:
     cs.store(name="eval_schema", node=EvalConfig)
     schemas: dict[str, dict[str, type]] = {
         "model": {"base": ModelConfig},
-        "data": {"base": DataConfig, "digits": DigitsConfig, "synthetic": SyntheticConfig},
+        "data": {
+            "base": DataConfig,
+            "digits": DigitsConfig,
+            "synthetic": SyntheticConfig,
+            "vision": VisionDataConfig,
+            "folder": FolderDataConfig,
+        },
         "optimizer": {
             "sgd": SGDConfig,
             "adam": AdamConfig,
@@ -281,9 +302,14 @@ def validate_data(data: DictConfig) -> None:
     _positive(data.batch_size, "data.batch_size")
     _positive(data.eval_batch_size, "data.eval_batch_size")
     _positive(data.image_size, "data.image_size")
+    _positive(data.get("max_per_class"), "data.max_per_class")
     _require(data.num_workers >= 0, f"data.num_workers must be >= 0, got {data.num_workers}")
     for key in ("mixup_alpha", "cutmix_alpha"):
         _require(data[key] >= 0, f"data.{key} must be >= 0, got {data[key]}")
+    _require(
+        0 <= data.max_bad_fraction < 1,
+        f"data.max_bad_fraction must be in [0, 1), got {data.max_bad_fraction}",
+    )
     if "val_fraction" in data:
         _require(
             0 < data.val_fraction < 1,

@@ -112,6 +112,7 @@ class RunTracker:
             "lr": "lr",
             "images_per_sec": "images_per_sec",
             "epoch_time_s": "epoch_time_s",
+            "data/skipped_files": "skipped_files",
         }
         present = {tag: record[key] for tag, key in tags.items() if key in record}
         self.scalars(present, record["step"])

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from cnn_train.data.order import batch_count, epoch_generator, pass_indices
+from cnn_train.data.transforms import Normalize, augment_batch
+
 
 @dataclass
 class LabelledImages:
@@ -15,6 +18,9 @@ class LabelledImages:
 
     images: torch.Tensor
     labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
 
 
 @dataclass
@@ -41,8 +47,11 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
 class InMemoryLoader:
     """Yields normalized float batches [B, 3, S, S] and labels from a split held on `device`.
 
-    Order depends only on (seed, epoch): the same batches come out whatever else runs.
+    Grayscale images are repeated to 3 channels. Order and augmentation depend only on
+    (seed, epoch, batch position, rank): the same batches come out whatever else runs.
     """
+
+    skipped_files = 0
 
     def __init__(
         self,
@@ -56,6 +65,9 @@ class InMemoryLoader:
         shuffle: bool,
         drop_last: bool,
         seed: int = 0,
+        augment: str = "none",
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.images = resize_uint8(data.images, image_size).to(device)
         self.labels = data.labels.to(device)
@@ -63,13 +75,11 @@ class InMemoryLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = seed
+        self.augment = augment
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.device = device
-        channels = self.images.shape[1]
-        mean_t = torch.tensor(mean[:channels], device=device).view(1, channels, 1, 1)
-        std_t = torch.tensor(std[:channels], device=device).view(1, channels, 1, 1)
-        self._scale = 1.0 / (255.0 * std_t)
-        self._shift = -mean_t / std_t
+        self.normalize = Normalize(mean, std, device)
 
     @property
     def dataset_size(self) -> int:
@@ -81,17 +91,28 @@ class InMemoryLoader:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        count = len(self.labels)
-        return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
+        return batch_count(
+            len(self.labels),
+            train=self.drop_last,
+            batch_size=self.batch_size,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        count = len(self.labels)
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(count, generator=generator).to(self.device)
-        else:
-            order = torch.arange(count, device=self.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        order = pass_indices(
+            len(self.labels),
+            train=self.shuffle,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            epoch=self.epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+        ).to(self.device)
+        for position, start in enumerate(range(0, len(order), self.batch_size)):
             index = order[start : start + self.batch_size]
-            images = self.images.index_select(0, index).float().mul_(self._scale).add_(self._shift)
-            yield images.expand(-1, 3, -1, -1), self.labels.index_select(0, index)
+            images = self.images.index_select(0, index)
+            if self.shuffle and self.augment != "none":
+                generator = epoch_generator(self.seed, self.epoch, position, self.rank)
+                images = augment_batch(images, self.augment, train=True, generator=generator)
+            yield self.normalize(images).expand(-1, 3, -1, -1), self.labels.index_select(0, index)

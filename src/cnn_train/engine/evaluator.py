@@ -21,6 +21,7 @@ from cnn_train.schema import PRECISIONS, validate_data
 
 def eval_data_config(saved: DictConfig, overrides: DictConfig) -> DictConfig:
     """The checkpoint's data config with the user's `data.<key>=...` overrides on top."""
+    overrides = OmegaConf.create({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(overrides) - set(saved))
     if unknown:
         raise UserError(

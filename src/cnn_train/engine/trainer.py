@@ -118,7 +118,7 @@ class Trainer:
             self.train_model = torch.compile(self.train_model)
         self.config = resolved_config(cfg, self.built, self.precision.name, channels_last)
 
-        shard = {"rank": ctx.rank, "world_size": ctx.world_size} if ctx.world_size > 1 else {}
+        shard = {"rank": ctx.rank, "world_size": ctx.world_size}
         batch, eval_batch = cfg.data.batch_size, cfg.data.eval_batch_size or cfg.data.batch_size
         self.train_loader = split_loader(
             self.built, "train", batch, self.device, train=True, seed=cfg.seed, **shard
@@ -313,6 +313,9 @@ class Trainer:
         )
         val = val_sums.read()
         self.schedule.step_epoch(val["acc1"])
+        skipped = self.train_loader.skipped_files
+        if skipped:
+            log.warning(f"epoch {epoch + 1}: skipped {skipped} unreadable image files")
         images_per_sec = trained * cfg.data.batch_size * self.ctx.world_size / max(elapsed, 1e-9)
         record = {
             "epoch": epoch,
@@ -323,6 +326,7 @@ class Trainer:
             "val_acc1": val["acc1"],
             "val_acc5": val["acc5"],
             "val_samples": val["samples"],
+            "skipped_files": skipped,
             "lr": lr,
             "images_per_sec": images_per_sec,
             "epoch_time_s": elapsed,

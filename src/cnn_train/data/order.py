@@ -1,0 +1,51 @@
+"""Which sample indices a rank reads in one pass, from (seed, epoch) alone."""
+
+from __future__ import annotations
+
+import torch
+
+SEED_STRIDE = 100_003
+
+
+def mixed_seed(seed: int, epoch: int, *extra: int) -> int:
+    """One RNG seed from (seed, epoch, *extra) only."""
+    value = seed * SEED_STRIDE + epoch
+    for part in extra:
+        value = value * SEED_STRIDE + part
+    return value % (2**63)
+
+
+def epoch_generator(seed: int, epoch: int, *extra: int) -> torch.Generator:
+    """A CPU generator seeded from (seed, epoch, *extra) only."""
+    return torch.Generator().manual_seed(mixed_seed(seed, epoch, *extra))
+
+
+def pass_indices(
+    count: int,
+    *,
+    train: bool,
+    batch_size: int,
+    seed: int = 0,
+    epoch: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> torch.Tensor:
+    """The indices rank `rank` reads in one pass.
+
+    Training: the (seed, epoch) permutation, every `world_size`-th index from `rank`, trimmed so
+    every rank gets the same number of full batches. Evaluation: `rank::world_size` in order, so the
+    ranks together read every sample exactly once.
+    """
+    if not train:
+        return torch.arange(rank, count, world_size)
+    order = torch.randperm(count, generator=epoch_generator(seed, epoch))
+    per_rank = (count // world_size) // batch_size * batch_size
+    return order[rank::world_size][:per_rank]
+
+
+def batch_count(count: int, *, train: bool, batch_size: int, rank: int, world_size: int) -> int:
+    """How many batches `pass_indices` yields for this rank."""
+    if train:
+        return (count // world_size) // batch_size
+    mine = len(range(rank, count, world_size))
+    return -(-mine // batch_size)
