@@ -462,7 +462,7 @@ def test_in_memory_and_dataloader_paths_agree_on_validation(
         model = build_model_and_data(cfg.model, cfg.data).model
         loader = split_loader(built, "val", 8, torch.device("cpu"), train=False)
         precision = resolve_precision("fp32", torch.device("cpu"))
-        results.append(evaluate(model, loader, len(loader), precision=precision, topk=5))
+        results.append(evaluate(model, loader, len(loader), precision=precision, topk=5).read())
     assert results[0]["samples"] == results[1]["samples"] == 20
     assert results[0]["acc1"] == results[1]["acc1"]
     assert results[0]["loss"] == pytest.approx(results[1]["loss"], rel=1e-5)
