@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -65,6 +66,8 @@ def wrap_model(model: nn.Module, cfg: DictConfig, ctx: DistContext) -> nn.Module
     from torch.nn.parallel import DistributedDataParallel
 
     if cfg.get("sync_bn", False):
+        if ctx.device.type != "cuda":
+            raise UserError("device.sync_bn=true needs GPUs (SyncBatchNorm has no CPU kernels)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
@@ -115,6 +118,15 @@ def init_process_group(cfg: DictConfig) -> None:
     dist.init_process_group(backend_for(cfg), timeout=timedelta(minutes=10))
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when the launching process dies (even by SIGKILL)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def _worker(
     local_rank: int,
     world_size: int,
@@ -122,6 +134,7 @@ def _worker(
     job: Callable[..., Any],
     args: tuple[Any, ...],
 ) -> None:
+    _die_with_parent()
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from torch.optim import lr_scheduler
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cnn_train.engine.precision import Precision
@@ -108,11 +109,22 @@ class Stepper:
             "ema_updates": int(self.ema.n_averaged.item()) if self.ema is not None else 0,
         }
 
-    def load_state_dict(self, saved: dict[str, Any]) -> None:
-        """Restore what `state_dict` saved."""
+    def load_state_dict(self, saved: dict[str, Any], *, same_schedule: bool = True) -> None:
+        """Restore what `state_dict` saved.
+
+        When the run's length changed (more epochs), the schedule is rebuilt for the new length
+        and advanced to the saved step instead of restored.
+        """
         self.optimizer.load_state_dict(saved["optimizer"])
-        if saved.get("scheduler"):
+        if same_schedule and saved.get("scheduler"):
             self.schedule.load_state_dict(saved["scheduler"])
+        elif not same_schedule:
+            for _ in range(saved["step"]):
+                self.schedule.step_iteration()
+            epochs_done = saved["epoch"] + (1 if saved.get("epoch_done", True) else 0)
+            if not isinstance(self.schedule.scheduler, lr_scheduler.ReduceLROnPlateau):
+                for _ in range(epochs_done):
+                    self.schedule.step_epoch()
         self.scaler.load_state_dict(saved.get("scaler") or {})
         if self.ema is not None and saved.get("ema"):
             self.ema.module.load_state_dict(saved["ema"])

@@ -139,6 +139,7 @@ class Trainer:
         total_steps = self.steps_per_epoch // accumulate * cfg.trainer.epochs
         if cfg.trainer.max_steps:
             total_steps = min(total_steps, cfg.trainer.max_steps)
+        self.total_steps = total_steps
 
         self.optimizer = build_optimizer(cfg.optimizer, self.model)
         self.schedule = build_schedule(
@@ -174,7 +175,13 @@ class Trainer:
     def _restore(self, path: Path) -> None:
         saved = load_checkpoint(path)
         self.model.load_state_dict(saved["model"])
-        self.stepper.load_state_dict(saved)
+        same_schedule = saved.get("total_steps", self.total_steps) == self.total_steps
+        if not same_schedule:
+            log.warning(
+                f"the run's length changed ({saved['total_steps']} -> {self.total_steps} steps): "
+                "the LR schedule is rebuilt for the new length and advanced to the saved step"
+            )
+        self.stepper.load_state_dict(saved, same_schedule=same_schedule)
         self.step = saved["step"]
         self.best = {"val_acc1": saved["best_metric"], "epoch": saved.get("best_epoch", -1)}
         if saved.get("epoch_done", True):
@@ -385,6 +392,7 @@ class Trainer:
             "batch_in_epoch": batch_in_epoch,
             "epoch_done": epoch_done,
             "step": self.step,
+            "total_steps": self.total_steps,
             "best_metric": self.best["val_acc1"],
             "best_epoch": self.best["epoch"],
             "config": self.config,
