@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_module
+
+from cnn_train.distributed import launched_by_torchrun
 
 from tests.conftest import run_cli
 from tests.test_resilience import (
@@ -110,3 +114,38 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal_for_two_processes(tmp_pa
     process.wait(timeout=30)
     finish(killed, *ddp, "resume=auto")
     assert_same_state(straight, killed)
+
+
+def test_the_slurm_launcher_composes_one_task_per_gpu() -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    with initialize_config_module(config_module="cnn_train.configs", version_base="1.3"):
+        cfg = compose("train", ["hydra/launcher=slurm", "device=ddp"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 8
+
+
+def test_a_slurm_task_joins_the_job_as_its_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("submitit")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    slurm = {
+        "SUBMITIT_EXECUTOR": "slurm",
+        "SLURM_JOB_ID": "42",
+        "SLURM_JOB_NODELIST": "node1",
+        "SLURM_NTASKS": "2",
+        "SLURM_PROCID": "1",
+        "SLURM_LOCALID": "1",
+        "SLURM_NODEID": "0",
+        "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_NNODES": "1",
+        "SLURM_TASKS_PER_NODE": "2",
+    }
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    assert launched_by_torchrun()
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["MASTER_ADDR"]) == (
+        "1",
+        "2",
+        "node1",
+    )

@@ -103,8 +103,15 @@ def process_count(cfg: DictConfig) -> int:
 
 
 def launched_by_torchrun() -> bool:
-    """Whether torchrun (or another launcher) already started this process as one rank."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
+    """Whether torchrun, or SLURM through submitit, already started this process as one rank."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ:
+        return True
+    if "SUBMITIT_EXECUTOR" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export()  # RANK, WORLD_SIZE, MASTER_ADDR... from SLURM
+        return True
+    return False
 
 
 def init_process_group(cfg: DictConfig) -> None:
