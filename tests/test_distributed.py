@@ -11,7 +11,6 @@ import torch
 from hydra import compose, initialize_config_module
 
 from cnn_train.distributed import launched_by_torchrun
-
 from tests.conftest import run_cli
 from tests.test_resilience import (
     assert_same_state,
