@@ -60,6 +60,7 @@ def arm_bare(model: str, data: str, batch_size: int, steps: int, extra: list[str
     from cnn_train.build import build_model_and_data
     from cnn_train.distributed import resolve_device
     from cnn_train.engine.precision import resolve_precision, use_channels_last
+    from cnn_train.optim import build_optimizer
     from cnn_train.schema import register_configs
 
     register_configs()
@@ -69,14 +70,16 @@ def arm_bare(model: str, data: str, batch_size: int, steps: int, extra: list[str
     built = build_model_and_data(cfg.model, cfg.data)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.trainer.precision, device)
-    channels_last = use_channels_last(cfg.trainer.channels_last, device, cfg.model.name)
+    channels_last = use_channels_last(
+        cfg.trainer.channels_last, device, cfg.model.name, built.image_size
+    )
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = built.model.to(device, memory_format=memory_format).train()
     size = built.image_size
     images = torch.randn(batch_size, 3, size, size, device=device)
     images = images.contiguous(memory_format=memory_format)
     labels = torch.randint(0, built.num_classes, (batch_size,), device=device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    optimizer = build_optimizer(cfg.optimizer, net)  # the same update arithmetic as the loop
     criterion = torch.nn.CrossEntropyLoss()
 
     def step() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from cnn_train.distributed import launched_by_torchrun
-from tests.conftest import run_cli
+from tests.conftest import console_script, run_cli
 from tests.test_resilience import (
     assert_same_state,
     finish,
@@ -148,3 +149,26 @@ def test_a_slurm_task_joins_the_job_as_its_rank(monkeypatch: pytest.MonkeyPatch)
         "2",
         "node1",
     )
+
+
+def test_torchrun_with_a_pinned_run_folder_makes_one_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    torchrun = console_script("torchrun")
+    command = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "cnn_train.cli",
+        *DDP,
+        f"hydra.run.dir={run_dir}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("best val top-1") == 1
+    assert [line["step"] for line in records(run_dir)] == [4, 8]
+    assert all(line["val_samples"] == 31 for line in records(run_dir))
+    assert len(list((run_dir / "tb").glob("events.out.tfevents.*"))) == 1

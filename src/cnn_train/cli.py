@@ -71,6 +71,8 @@ def _train(cfg: DictConfig) -> float:
     except JobFailed as failure:
         write_result(job_dir, {"status": "failed", "error": str(failure)})
         return math.nan
+    if not summary.pop("is_main", True):
+        return summary["best_val_acc1"]  # another rank of a torchrun job: rank 0 reports
     write_result(job_dir, {"status": "completed", **summary})
     run_dir = Path(summary["run_dir"])
     print(
@@ -173,3 +175,7 @@ def export() -> None:
         _export,
         "usage: cnn-export checkpoint=PATH format=onnx|torchscript|safetensors [output=PATH]",
     )
+
+
+if __name__ == "__main__":  # torchrun -m cnn_train.cli ...
+    train()

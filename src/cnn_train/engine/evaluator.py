@@ -51,7 +51,9 @@ def run_eval(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     built.model.load_state_dict(state["model"])
     device = resolve_device(cfg.device)
     # The run's memory format too: the same kernels give the run's numbers to the last bit.
-    channels_last = use_channels_last(saved.trainer.get("channels_last"), device, saved.model.name)
+    channels_last = use_channels_last(
+        saved.trainer.get("channels_last"), device, saved.model.name, built.image_size
+    )
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = built.model.to(device, memory_format=memory_format)
     precision_name = saved.trainer.precision if cfg.precision == "auto" else cfg.precision

@@ -104,7 +104,9 @@ class Trainer:
             load_weights(self.built.model, cfg.model.weights, cfg.model.name, self.built.variant)
         if cfg.model.freeze_features:
             freeze_features(self.built.model)
-        channels_last = use_channels_last(cfg.trainer.channels_last, self.device, cfg.model.name)
+        channels_last = use_channels_last(
+            cfg.trainer.channels_last, self.device, cfg.model.name, self.built.image_size
+        )
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if cfg.device.name == "alexnet_split":
             self.model: nn.Module = place_model(self.built.model, list(cfg.device.devices))
@@ -264,6 +266,7 @@ class Trainer:
             "best_epoch": self.best["epoch"],
             "step": self.step,
             "run_dir": str(self.run_dir),
+            "is_main": self.ctx.is_main,
         }
 
     def _run_epoch(self, epoch: int, guard: StepGuard, stop: StopSignal) -> None:
