@@ -115,16 +115,26 @@ class Stepper:
         When the run's length changed (more epochs), the schedule is rebuilt for the new length
         and advanced to the saved step instead of restored.
         """
-        self.optimizer.load_state_dict(saved["optimizer"])
-        if same_schedule and saved.get("scheduler"):
-            self.schedule.load_state_dict(saved["scheduler"])
-        elif not same_schedule:
+        if same_schedule:
+            self.optimizer.load_state_dict(saved["optimizer"])
+            if saved.get("scheduler"):
+                self.schedule.load_state_dict(saved["scheduler"])
+        else:
+            # Advance the new schedule on the fresh optimizer (schedules compound the current LR),
+            # then take the saved optimizer state but keep the new schedule's hyperparameters.
             for _ in range(saved["step"]):
                 self.schedule.step_iteration()
             epochs_done = saved["epoch"] + (1 if saved.get("epoch_done", True) else 0)
             if not isinstance(self.schedule.scheduler, lr_scheduler.ReduceLROnPlateau):
                 for _ in range(epochs_done):
                     self.schedule.step_epoch()
+            settings = [
+                {key: value for key, value in group.items() if key != "params"}
+                for group in self.optimizer.param_groups
+            ]
+            self.optimizer.load_state_dict(saved["optimizer"])
+            for group, setting in zip(self.optimizer.param_groups, settings, strict=True):
+                group.update(setting)
         self.scaler.load_state_dict(saved.get("scaler") or {})
         if self.ema is not None and saved.get("ema"):
             self.ema.module.load_state_dict(saved["ema"])
