@@ -19,6 +19,7 @@ from cnn_train.engine.trainer import fit
 from cnn_train.errors import UserError
 from cnn_train.schema import validate_train
 from tests.conftest import compose_config, console_script, run_cli
+from tests.test_data import write_tree
 
 LONG_RUN = [
     "data=synthetic",
@@ -32,10 +33,28 @@ LONG_RUN = [
 ]
 
 
-def start_training(run_dir: Path, *overrides: str) -> subprocess.Popen[str]:
+def folder_run(root: Path) -> list[str]:
+    """A run over a JPEG class-folder tree read by 2 DataLoader workers with random augmentation."""
+    if not root.exists():
+        write_tree(root, classes=("a", "b", "c", "d"), per_class=16)
+    return [
+        "data=cifar10_folder",
+        f"data.root={root}",
+        "data.num_workers=2",
+        "data.val_fraction=0.25",
+        "data.batch_size=8",
+        "trainer.epochs=3",
+        "trainer.checkpoint_every_steps=2",
+        "device=cpu",
+    ]
+
+
+def start_training(
+    run_dir: Path, *overrides: str, base: list[str] = LONG_RUN
+) -> subprocess.Popen[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [console_script("cnn-train"), *LONG_RUN, f"hydra.run.dir={run_dir}", *overrides],
+        [console_script("cnn-train"), *base, f"hydra.run.dir={run_dir}", *overrides],
         cwd=run_dir.parent,
         env=env,
         stdout=subprocess.PIPE,
@@ -59,8 +78,8 @@ def wait_for_mid_epoch_checkpoint(process: subprocess.Popen[str], run_dir: Path)
     pytest.fail("no mid-epoch checkpoint appeared")
 
 
-def finish(run_dir: Path, *overrides: str) -> None:
-    process = start_training(run_dir, *overrides)
+def finish(run_dir: Path, *overrides: str, base: list[str] = LONG_RUN) -> None:
+    process = start_training(run_dir, *overrides, base=base)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr
 
@@ -78,17 +97,24 @@ def assert_same_state(a: Path, b: Path) -> None:
             )
 
 
-@pytest.mark.parametrize("model", ["resnet34", "alexnet"])
+@pytest.mark.parametrize(
+    "case", ["resnet34 in memory, augmented", "alexnet (dropout)", "folder with 2 workers"]
+)
 def test_sigkill_mid_epoch_then_resume_is_bitwise_equal_to_a_straight_run(
-    tmp_path: Path, model: str
+    tmp_path: Path, case: str
 ) -> None:
+    if case.startswith("folder"):
+        base, overrides = folder_run(tmp_path / "images"), []
+    else:
+        base = LONG_RUN
+        overrides = ["model=alexnet"] if case.startswith("alexnet") else ["data.augment=cifar"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    finish(straight, f"model={model}")
-    process = start_training(killed, f"model={model}")
+    finish(straight, *overrides, base=base)
+    process = start_training(killed, *overrides, base=base)
     wait_for_mid_epoch_checkpoint(process, killed)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    finish(killed, f"model={model}", "resume=auto")
+    finish(killed, *overrides, "resume=auto", base=base)
     assert_same_state(straight, killed)
     lines = (killed / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3

@@ -12,6 +12,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from cnn_train.models.init import init_plain_cnn
+
 TOWERS = 2
 POOLED_SIZE = (6, 6)
 LRN_SIZE = 5
@@ -76,6 +78,7 @@ class AlexNet2012(nn.Module):
                 pool5=nn.MaxPool2d(kernel_size=3, stride=2),
             )
         )
+        self.pooled_size = POOLED_SIZE
         self.avgpool = nn.AdaptiveAvgPool2d(POOLED_SIZE)
         self.classifier = nn.Sequential(
             OrderedDict(
@@ -88,20 +91,11 @@ class AlexNet2012(nn.Module):
                 fc8=nn.Linear(4096, num_classes),
             )
         )
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0, 0.01)
-                nn.init.zeros_(module.bias)
+        init_plain_cnn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
-        if x.shape[-2:] != POOLED_SIZE:
+        if x.shape[-2:] != self.pooled_size:
             x = self.avgpool(x)
         return self.classifier(torch.flatten(x, 1))
 
