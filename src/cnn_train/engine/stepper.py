@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any
 
 import torch
@@ -122,12 +123,16 @@ class Stepper:
         else:
             # Advance the new schedule on the fresh optimizer (schedules compound the current LR),
             # then take the saved optimizer state but keep the new schedule's hyperparameters.
-            for _ in range(saved["step"]):
-                self.schedule.step_iteration()
-            epochs_done = saved["epoch"] + (1 if saved.get("epoch_done", True) else 0)
-            if not isinstance(self.schedule.scheduler, lr_scheduler.ReduceLROnPlateau):
-                for _ in range(epochs_done):
-                    self.schedule.step_epoch()
+            with (
+                warnings.catch_warnings()
+            ):  # stepping a schedule without optimizer steps is the point
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(saved["step"]):
+                    self.schedule.step_iteration()
+                epochs_done = saved["epoch"] + (1 if saved.get("epoch_done", True) else 0)
+                if not isinstance(self.schedule.scheduler, lr_scheduler.ReduceLROnPlateau):
+                    for _ in range(epochs_done):
+                        self.schedule.step_epoch()
             settings = [
                 {key: value for key, value in group.items() if key != "params"}
                 for group in self.optimizer.param_groups
