@@ -190,7 +190,8 @@ class Trainer:
             self.start_epoch = saved["epoch"] + 1
         else:
             self.start_epoch, self.resume_batch = saved["epoch"], saved["batch_in_epoch"]
-            self.epoch_sums.sums.copy_(saved["train_sums"][self.ctx.rank])
+            sums = saved["train_sums"]
+            self.epoch_sums.sums.copy_(sums[self.ctx.rank] if self.ctx.rank < len(sums) else 0)
         restore_rng(saved["rng"][min(self.ctx.rank, len(saved["rng"]) - 1)])
         if path.parent.name == "checkpoints":
             self.run_dir = path.parents[1]
