@@ -191,7 +191,8 @@ class Trainer:
         else:
             self.start_epoch, self.resume_batch = saved["epoch"], saved["batch_in_epoch"]
             sums = saved["train_sums"]
-            self.epoch_sums.sums.copy_(sums[self.ctx.rank] if self.ctx.rank < len(sums) else 0)
+            if self.ctx.rank < len(sums):  # a rank the saved job did not have starts from zero
+                self.epoch_sums.sums.copy_(sums[self.ctx.rank])
         restore_rng(saved["rng"][min(self.ctx.rank, len(saved["rng"]) - 1)])
         if path.parent.name == "checkpoints":
             self.run_dir = path.parents[1]
