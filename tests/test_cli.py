@@ -65,10 +65,20 @@ def test_bad_values_exit_1_with_one_line_and_no_traceback(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_wrong_type_exits_1_naming_the_key(tmp_path: Path) -> None:
-    result = run_cli("cnn-train", "trainer.epochs=abc", cwd=tmp_path)
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.epochs=abc", "could not be converted to Integer"),
+        ("optimizer.momentun=0.9", "Key 'momentun' not in 'SGDConfig'"),
+    ],
+)
+def test_a_wrong_type_or_key_exits_1_with_one_line(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    result = run_cli("cnn-train", override, cwd=tmp_path)
     assert result.returncode == 1
-    assert "trainer.epochs" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert override.split("=")[0] in result.stderr and message in result.stderr
     assert not (tmp_path / "outputs").exists()
 
 

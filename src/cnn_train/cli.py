@@ -89,13 +89,39 @@ def _eval(cfg: DictConfig) -> None:
     print(json.dumps(_run_job(run_eval, cfg)))
 
 
+def _one_line_override_errors(config_name: str) -> None:
+    """Compose the command line's overrides once, so a bad value is one line on stderr, exit 1.
+
+    Hydra would print the same error over several lines. Flags (-m, --cfg, --help...) and an
+    unknown option of a group, whose list of valid options Hydra prints, are left to Hydra.
+    """
+    overrides = sys.argv[1:]
+    if not overrides or any(argument.startswith("-") for argument in overrides):
+        return
+    from hydra import compose, initialize_config_module
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    try:
+        with initialize_config_module(config_module="cnn_train.configs", version_base="1.3"):
+            compose(config_name=config_name, overrides=overrides)
+    except MissingConfigException:
+        return
+    except ConfigCompositionException as error:
+        cause = str(error.__cause__).strip().splitlines()[0] if error.__cause__ else ""
+        message = str(error).strip().splitlines()[0].rstrip(".")
+        print(f"error: {message}" + (f": {cause}" if cause else ""), file=sys.stderr)
+        sys.exit(1)
+
+
 def train() -> None:
     """`cnn-train`: train a model as the composed config says."""
+    _one_line_override_errors("train")
     _train()
 
 
 def evaluate() -> None:
     """`cnn-eval checkpoint=PATH`: re-evaluate a checkpoint."""
+    _one_line_override_errors("eval")
     _eval()
 
 
