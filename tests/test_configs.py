@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
 
 from cnn_train.errors import UserError
-from cnn_train.schema import validate_train
-from tests.conftest import compose_config
+from cnn_train.validation import validate_train
+from tests.helpers import compose_config
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 
@@ -54,6 +55,45 @@ def test_unknown_keys_fail_at_composition() -> None:
         compose_config("train", ["optimizer.momentun=0.9"])
 
 
+def test_a_model_without_dropout_has_no_dropout_key() -> None:
+    assert "dropout" not in compose_config("train", ["model=resnet34"]).model
+    assert compose_config("train", ["model=vgg16"]).model.dropout == 0.5
+    with pytest.raises(ConfigCompositionException, match=r"model\.dropout"):
+        compose_config("train", ["model=resnet34", "model.dropout=0.2"])
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("+foo=bar", "foo"),
+        ("+trainer.epoch=5", "trainer.epoch"),
+        ("+optimizer.momentun=0.5", "optimizer.momentun"),
+        ("+tracking.images=false", "tracking.images"),
+    ],
+)
+def test_keys_added_with_plus_that_no_schema_has_are_refused(override: str, key: str) -> None:
+    cfg = compose_config("train", [override])
+    with pytest.raises(UserError, match="unknown key " + re.escape(key)):
+        validate_train(cfg)
+
+
+def test_the_schema_holds_every_default_and_the_yaml_names_only_changes() -> None:
+    """A group YAML sets only `name` and values that differ from its schema's defaults."""
+    import yaml
+
+    from cnn_train.schema import SCHEMAS
+
+    for group, options in SCHEMAS.items():
+        for path in sorted((CONFIGS / group).glob("*.yaml")):
+            text = yaml.safe_load(path.read_text())
+            schema_name = text["defaults"][0].split("/")[-1].split("@")[0]
+            defaults = options[schema_name]()
+            for key, value in text.items():
+                if key in ("defaults", "name") or value == "???":
+                    continue
+                assert getattr(defaults, key) != value, f"{path.name}: {key} repeats the default"
+
+
 @pytest.mark.parametrize(
     ("override", "key"),
     [
@@ -65,12 +105,12 @@ def test_unknown_keys_fail_at_composition() -> None:
         ("optimizer.weight_decay=-0.1", "optimizer.weight_decay"),
         ("trainer.precision=fp64", "trainer.precision"),
         ("model.variant=tiny", "model.variant"),
-        ("model.dropout=1.5", "model.dropout"),
+        ("model=vgg16 model.dropout=1.5", "model.dropout"),
         ("device.name=tpu", "device.name"),
     ],
 )
 def test_bad_values_raise_one_line_naming_the_key(override: str, key: str) -> None:
-    cfg = compose_config("train", [override])
+    cfg = compose_config("train", override.split())
     with pytest.raises(UserError, match=key.replace(".", r"\.")) as raised:
         validate_train(cfg)
     assert "\n" not in str(raised.value)

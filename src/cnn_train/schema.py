@@ -1,4 +1,9 @@
-"""Typed config schemas for Hydra's ConfigStore, and the value checks types cannot express."""
+"""The config schema: every key's type and default value, registered in Hydra's ConfigStore.
+
+This module is the one home of every default. A YAML file under `configs/<group>/` extends its
+option's schema here and names only the values that option changes (see each file's header);
+`cnn-train --cfg job` shows the composed result.
+"""
 
 from __future__ import annotations
 
@@ -6,62 +11,64 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
-
-from cnn_train.errors import UserError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-VARIANTS = ("auto", "imagenet", "small")
-DEVICES = ("auto", "cpu", "cuda", "ddp", "mps", "alexnet_split")
-BACKENDS = ("auto", "nccl", "gloo")
+from omegaconf import MISSING
 
 
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    num_classes: int | None = None
-    variant: str = "auto"
-    dropout: float = 0.5
-    weights: str | None = None
-    freeze_features: bool = False
+    num_classes: int | None = None  # null: the dataset's class count
+    variant: str = "auto"  # auto | imagenet | small (auto: small for images of 32 px and below)
+    weights: str | None = None  # a local file: a cnn-train checkpoint or a torchvision state_dict
+    freeze_features: bool = False  # train the classifier only (with model.weights)
+
+
+@dataclass
+class DropoutModelConfig(ModelConfig):
+    dropout: float = 0.5  # before each hidden fully connected layer
 
 
 @dataclass
 class DataConfig:
     name: str = MISSING
     root: str | None = None
-    batch_size: int = 64
-    eval_batch_size: int | None = None
-    num_workers: int = 0
-    image_size: int | None = None
-    augment: str = "none"
-    split: str = "val"
+    batch_size: int = 64  # per process
+    eval_batch_size: int | None = None  # null: data.batch_size
+    num_workers: int = 0  # decoding processes for file datasets
+    image_size: int | None = None  # null: native, or the smallest size the model takes
+    augment: str = "none"  # none | cifar | imagenet | alexnet2012
+    split: str = "val"  # the split cnn-eval reads: val, or test where the dataset has one
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
-    in_memory: str = "auto"
-    max_bad_fraction: float = 0.01
+    in_memory: str = "auto"  # auto | true | false: one uint8 tensor on the device, batch-augmented
+    max_bad_fraction: float = 0.01  # stop when more than this share of files cannot be read
 
 
 @dataclass
 class DigitsConfig(DataConfig):
+    batch_size: int = 32
     val_fraction: float = 0.2
 
 
 @dataclass
 class VisionDataConfig(DataConfig):
     root: str | None = "data"
-    download: bool = False
+    download: bool = False  # true: fetch the files into data.root
+    batch_size: int = 128
     val_fraction: float = 0.1
 
 
 @dataclass
 class FolderDataConfig(DataConfig):
-    val_fraction: float = 0.1
-    max_per_class: int | None = None
+    num_workers: int = 2
+    augment: str = "imagenet"
+    val_fraction: float = 0.1  # held out when there is no val/ folder
+    max_per_class: int | None = None  # keep only the first N training images of each class
 
 
 @dataclass
 class SyntheticConfig(DataConfig):
+    batch_size: int = 32
     num_classes: int = 10
     native_size: int = 32
     channels: int = 3
@@ -73,26 +80,28 @@ class SyntheticConfig(DataConfig):
 @dataclass
 class OptimizerConfig:
     name: str = MISSING
-    lr: float = 0.1
+    lr: float = 1e-3
     weight_decay: float = 0.0
-    decay_norm_and_bias: bool = False
+    decay_norm_and_bias: bool = False  # false: no weight decay on norm weights and biases
 
 
 @dataclass
 class SGDConfig(OptimizerConfig):
+    lr: float = 0.02
     momentum: float = 0.9
-    nesterov: bool = False
+    nesterov: bool = True
+    weight_decay: float = 5e-4
 
 
 @dataclass
-class AdamWConfig(OptimizerConfig):
+class AdamConfig(OptimizerConfig):
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
 
 
 @dataclass
-class AdamConfig(AdamWConfig):
-    pass
+class AdamWConfig(AdamConfig):
+    weight_decay: float = 0.05
 
 
 @dataclass
@@ -105,27 +114,27 @@ class RMSpropConfig(OptimizerConfig):
 @dataclass
 class SchedulerConfig:
     name: str = MISSING
-    warmup_epochs: float = 0.0
+    warmup_epochs: float = 0.0  # linear warmup from warmup_start_factor * lr, per iteration
     warmup_start_factor: float = 0.01
 
 
 @dataclass
 class StepLRConfig(SchedulerConfig):
-    step_size: int = 30
+    step_size: int = 30  # epochs
     gamma: float = 0.1
 
 
 @dataclass
 class MultiStepConfig(SchedulerConfig):
-    milestones: list[int] = field(default_factory=lambda: [30, 60])
+    milestones: list[int] = field(default_factory=lambda: [30, 60])  # epochs
     gamma: float = 0.1
 
 
 @dataclass
 class PlateauConfig(SchedulerConfig):
     factor: float = 0.1
-    patience: int = 5
-    threshold: float = 1e-4
+    patience: int = 5  # epochs without improvement of val top-1
+    threshold: float = 1e-4  # relative improvement that counts as progress
     min_lr: float = 0.0
 
 
@@ -136,43 +145,51 @@ class CosineConfig(SchedulerConfig):
 
 @dataclass
 class OneCycleConfig(SchedulerConfig):
-    pct_start: float = 0.25
-    div_factor: float = 25.0
-    final_div_factor: float = 1e4
+    pct_start: float = 0.25  # share of the run spent warming up to optimizer.lr
+    div_factor: float = 25.0  # the start LR is optimizer.lr / div_factor
+    final_div_factor: float = 1e4  # the last LR is the start LR / final_div_factor
 
 
 @dataclass
 class DeviceConfig:
-    name: str = "auto"
-    num_procs: int | None = None
-    backend: str = "auto"
-    sync_bn: bool = False
-    devices: list[str] = field(default_factory=list)
+    name: str = MISSING
+
+
+@dataclass
+class DDPConfig(DeviceConfig):
+    num_procs: int | None = None  # null: every visible GPU (two CPU processes without one)
+    backend: str = "auto"  # auto (nccl on GPUs, gloo on the CPU) | nccl | gloo
+    sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm (GPUs only)
+
+
+@dataclass
+class SplitDeviceConfig(DeviceConfig):
+    devices: list[str] = field(default_factory=lambda: ["cuda:0", "cuda:1"])  # tower 0, tower 1
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 10
-    max_steps: int | None = None
-    limit_train_batches: int | None = None
+    epochs: int = 8
+    max_steps: int | None = None  # stop after this many optimizer steps
+    limit_train_batches: int | None = None  # batches per epoch (quick runs)
     limit_val_batches: int | None = None
-    precision: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
     log_every_steps: int = 25
-    checkpoint_every_steps: int | None = None
-    deterministic: bool = False
-    channels_last: bool | None = None
-    compile: bool = False
+    checkpoint_every_steps: int | None = None  # also save last.pt every N steps, mid-epoch
+    deterministic: bool = False  # deterministic CUDA kernels (CPU runs are always repeatable)
+    channels_last: bool | None = None  # null: where it is faster (engine/precision.py)
+    compile: bool = False  # torch.compile the model
     label_smoothing: float = 0.0
     grad_clip_norm: float | None = None
-    accumulate_steps: int = 1
-    ema_decay: float | None = None
+    accumulate_steps: int = 1  # an optimizer step every N batches
+    ema_decay: float | None = None  # e.g. 0.999: keep and evaluate an exponential moving average
 
 
 @dataclass
 class TrackingConfig:
-    histogram_every: int = 0
-    image_grid: bool = True
-    graph: bool = True
+    histogram_every: int = 0  # weight and gradient histograms every N epochs (0: off)
+    image_grid: bool = True  # a grid of augmented training images at the start
+    graph: bool = True  # the model graph at the start
 
 
 @dataclass
@@ -185,133 +202,79 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 0
-    resume: str | None = None
+    resume: str | None = (
+        None  # null | auto (this run folder's last.pt) | a checkpoint or run folder
+    )
+
+
+@dataclass
+class EvalDataConfig:
+    split: str | None = None  # null: the checkpoint's own value (val)
+    root: str | None = None
+    eval_batch_size: int | None = None
 
 
 @dataclass
 class EvalConfig:
     checkpoint: str = MISSING
-    data: Any = field(default_factory=dict)
+    data: Any = field(default_factory=EvalDataConfig)
     device: Any = MISSING
-    precision: str = "auto"
+    precision: str = "auto"  # auto: the run's own precision
     limit_batches: int | None = None
 
 
+@dataclass
+class PredictConfig:
+    checkpoint: str = MISSING
+    images: Any = MISSING  # a list of image files, or a folder
+    topk: int = 5
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = MISSING
+    format: str = MISSING  # onnx | torchscript | safetensors
+    output: str | None = (
+        None  # null: next to the checkpoint, best.onnx / best.ts / best.safetensors
+    )
+    tolerance: float = 1e-4  # largest accepted logit difference, relative to the largest logit
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "model": {"base": ModelConfig, "dropout": DropoutModelConfig},
+    "data": {
+        "base": DataConfig,
+        "digits": DigitsConfig,
+        "synthetic": SyntheticConfig,
+        "vision": VisionDataConfig,
+        "folder": FolderDataConfig,
+    },
+    "optimizer": {
+        "base": OptimizerConfig,
+        "sgd": SGDConfig,
+        "adam": AdamConfig,
+        "adamw": AdamWConfig,
+        "rmsprop": RMSpropConfig,
+    },
+    "scheduler": {
+        "base": SchedulerConfig,
+        "step": StepLRConfig,
+        "multistep": MultiStepConfig,
+        "plateau": PlateauConfig,
+        "cosine": CosineConfig,
+        "onecycle": OneCycleConfig,
+    },
+    "device": {"base": DeviceConfig, "ddp": DDPConfig, "split": SplitDeviceConfig},
+}
+
+
 def register_configs() -> None:
-    """Put every schema into Hydra's ConfigStore (group files extend them via their defaults)."""
+    """Put every schema into Hydra's ConfigStore as `schema/<group>/<name>`."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
-    schemas: dict[str, dict[str, type]] = {
-        "model": {"base": ModelConfig},
-        "data": {
-            "base": DataConfig,
-            "digits": DigitsConfig,
-            "synthetic": SyntheticConfig,
-            "vision": VisionDataConfig,
-            "folder": FolderDataConfig,
-        },
-        "optimizer": {
-            "sgd": SGDConfig,
-            "adam": AdamConfig,
-            "adamw": AdamWConfig,
-            "rmsprop": RMSpropConfig,
-        },
-        "scheduler": {
-            "base": SchedulerConfig,
-            "step": StepLRConfig,
-            "multistep": MultiStepConfig,
-            "plateau": PlateauConfig,
-            "cosine": CosineConfig,
-            "onecycle": OneCycleConfig,
-        },
-        "device": {"base": DeviceConfig},
-    }
-    for group, nodes in schemas.items():
+    cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="export_schema", node=ExportConfig)
+    for group, nodes in SCHEMAS.items():
         for name, node in nodes.items():
             cs.store(group=f"schema/{group}", name=name, node=node)
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise UserError(message)
-
-
-def _positive(value: float | int | None, key: str) -> None:
-    _require(value is None or value > 0, f"{key} must be > 0, got {value}")
-
-
-def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
-    _require(value in allowed, f"{key}={value} is not one of {', '.join(allowed)}")
-
-
-def _reject_targets(node: Any, path: str = "") -> None:
-    """Components are chosen by name from this package's registries, never by a `_target_`."""
-    if isinstance(node, DictConfig):
-        for key in node:
-            where = f"{path}.{key}" if path else str(key)
-            _require(
-                key != "_target_",
-                f"{where} is not accepted: pick components by name (model=..., optimizer=...)",
-            )
-            _reject_targets(node._get_node(key), where)
-
-
-def validate_train(cfg: DictConfig) -> None:
-    """Check the values that types cannot (ranges, names); raise UserError naming the key."""
-    _reject_targets(cfg)
-    _positive(cfg.trainer.epochs, "trainer.epochs")
-    _positive(cfg.trainer.max_steps, "trainer.max_steps")
-    _positive(cfg.trainer.limit_train_batches, "trainer.limit_train_batches")
-    _positive(cfg.trainer.limit_val_batches, "trainer.limit_val_batches")
-    _positive(cfg.trainer.log_every_steps, "trainer.log_every_steps")
-    _positive(cfg.trainer.checkpoint_every_steps, "trainer.checkpoint_every_steps")
-    _positive(cfg.trainer.accumulate_steps, "trainer.accumulate_steps")
-    _positive(cfg.trainer.grad_clip_norm, "trainer.grad_clip_norm")
-    _require(
-        0 <= cfg.trainer.label_smoothing < 1,
-        f"trainer.label_smoothing must be in [0, 1), got {cfg.trainer.label_smoothing}",
-    )
-    _require(
-        cfg.trainer.ema_decay is None or 0 < cfg.trainer.ema_decay < 1,
-        f"trainer.ema_decay must be in (0, 1), got {cfg.trainer.ema_decay}",
-    )
-    _require(
-        cfg.tracking.histogram_every >= 0,
-        f"tracking.histogram_every must be >= 0, got {cfg.tracking.histogram_every}",
-    )
-    _one_of(cfg.trainer.precision, PRECISIONS, "trainer.precision")
-    _positive(cfg.optimizer.lr, "optimizer.lr")
-    _require(
-        cfg.optimizer.weight_decay >= 0,
-        f"optimizer.weight_decay must be >= 0, got {cfg.optimizer.weight_decay}",
-    )
-    _positive(cfg.model.num_classes, "model.num_classes")
-    _one_of(cfg.model.variant, VARIANTS, "model.variant")
-    _require(
-        0 <= cfg.model.dropout < 1, f"model.dropout must be in [0, 1), got {cfg.model.dropout}"
-    )
-    validate_data(cfg.data)
-    _one_of(cfg.device.name, DEVICES, "device.name")
-    _one_of(cfg.device.backend, BACKENDS, "device.backend")
-    _positive(cfg.device.num_procs, "device.num_procs")
-
-
-def validate_data(data: DictConfig) -> None:
-    """Check a data config's sizes and counts."""
-    _positive(data.batch_size, "data.batch_size")
-    _positive(data.eval_batch_size, "data.eval_batch_size")
-    _positive(data.image_size, "data.image_size")
-    _positive(data.get("max_per_class"), "data.max_per_class")
-    _require(data.num_workers >= 0, f"data.num_workers must be >= 0, got {data.num_workers}")
-    for key in ("mixup_alpha", "cutmix_alpha"):
-        _require(data[key] >= 0, f"data.{key} must be >= 0, got {data[key]}")
-    _require(
-        0 <= data.max_bad_fraction < 1,
-        f"data.max_bad_fraction must be in [0, 1), got {data.max_bad_fraction}",
-    )
-    if "val_fraction" in data:
-        _require(
-            0 < data.val_fraction < 1,
-            f"data.val_fraction must be in (0, 1), got {data.val_fraction}",
-        )
