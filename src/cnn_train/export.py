@@ -60,7 +60,7 @@ def _onnx(loaded: InferenceModel, path: Path, example: torch.Tensor) -> np.ndarr
 
 
 def _safetensors(loaded: InferenceModel, path: Path, example: torch.Tensor) -> np.ndarray:
-    from cnn_train.models import build_model
+    from cnn_train.build import model_from_config
 
     storage = _need("safetensors.torch", "safetensors")
     metadata = {
@@ -70,10 +70,7 @@ def _safetensors(loaded: InferenceModel, path: Path, example: torch.Tensor) -> n
     }
     state = {key: value.contiguous() for key, value in loaded.model.state_dict().items()}
     storage.save_file(state, str(path), metadata=metadata)
-    model_cfg = loaded.config["model"]
-    rebuilt = build_model(
-        model_cfg["name"], model_cfg["num_classes"], model_cfg["variant"], model_cfg["dropout"]
-    )
+    rebuilt = model_from_config(loaded.config["model"])
     rebuilt.load_state_dict(storage.load_file(str(path)))
     rebuilt.eval()
     with torch.inference_mode():
@@ -87,6 +84,25 @@ EXPORTERS: dict[str, Callable[[InferenceModel, Path, torch.Tensor], np.ndarray]]
 }
 
 
+def output_path(checkpoint: Path, output: str | None, suffix: str) -> Path:
+    """Where the artefact goes: `output` (a file, or a folder to write into), else beside the
+    checkpoint. It never replaces the checkpoint it reads."""
+    default_name = checkpoint.with_suffix(suffix).name
+    if output is None:
+        path = checkpoint.with_suffix(suffix)
+    else:
+        path = Path(output).expanduser()
+        if path.is_dir() or output.endswith(("/", "\\")):
+            path = path / default_name
+    if path.resolve() == checkpoint.resolve():
+        raise UserError(
+            f"output={output} is the checkpoint being exported; pass another path, e.g. "
+            f"output={checkpoint.with_suffix(suffix)}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def export(
     checkpoint: str, format: str, output: str | None = None, tolerance: float = 1e-4
 ) -> dict[str, Any]:
@@ -94,8 +110,7 @@ def export(
     if format not in EXPORTERS:
         raise UserError(f"format={format} is not one of {', '.join(EXPORTERS)}")
     loaded = load_inference(checkpoint)
-    path = Path(output) if output else Path(checkpoint).with_suffix(SUFFIXES[format])
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_path(Path(checkpoint), output, SUFFIXES[format])
     example = loaded.example_input()
     with torch.inference_mode():
         expected = loaded.model(example).numpy()

@@ -8,44 +8,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 from torchvision.transforms import v2
 
+from cnn_train.build import model_from_config
 from cnn_train.checkpoint import load_checkpoint
 from cnn_train.errors import UserError
-from cnn_train.models import build_model
-
-CENTRE_CROP_PRESETS = ("imagenet", "alexnet2012")
-
-
-def dataset_channels(dataset: Any) -> int:
-    """The channels a dataset's images have: 1 for grey in-memory sets, else 3 (decoded as RGB)."""
-    splits = getattr(dataset, "splits", {})
-    images = getattr(splits.get("train"), "images", None)
-    return int(images.shape[1]) if isinstance(images, torch.Tensor) else 3
-
-
-def preprocessing_of(
-    image_size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    channels: int,
-    augment: str = "none",
-) -> dict[str, Any]:
-    """What a checkpoint records about its evaluation input: side, resizing, normalisation.
-
-    The ImageNet-style presets evaluate on a centre crop of an image whose short side was
-    resized to 256/224 of the crop (256 for 224); the others resize the whole image.
-    """
-    short_side = round(image_size * 256 / 224) if augment in CENTRE_CROP_PRESETS else None
-    return {
-        "image_size": image_size,
-        "resize_short_side": short_side,
-        "mean": list(mean),
-        "std": list(std),
-        "channels": channels,
-    }
 
 
 @dataclass
@@ -83,33 +51,13 @@ class InferenceModel:
         return torch.randn(batch, 3, size, size, generator=generator)
 
 
-def _saved_preprocessing(state: dict[str, Any]) -> dict[str, Any]:
-    if "preprocessing" in state:
-        return state["preprocessing"]
-    # Checkpoints written before the preprocessing was recorded: recompute it from the dataset.
-    from cnn_train.data import load_dataset
-
-    config = state["config"]
-    dataset = load_dataset(OmegaConf.create(config["data"]))
-    return preprocessing_of(
-        config["data"]["image_size"],
-        dataset.mean,
-        dataset.std,
-        dataset_channels(dataset),
-        config["data"].get("augment", "none"),
-    )
-
-
 def load_inference(path: str | Path) -> InferenceModel:
     """Rebuild a cnn-train checkpoint's model with its weights, on the CPU, in eval mode."""
     state = load_checkpoint(path)
     if "config" not in state or "model" not in state or "class_names" not in state:
         raise UserError(f"{path} is a weights file, not a cnn-train checkpoint; pass a best.pt")
     config = state["config"]
-    model_cfg = config["model"]
-    model = build_model(
-        model_cfg["name"], model_cfg["num_classes"], model_cfg["variant"], model_cfg["dropout"]
-    )
+    model = model_from_config(config["model"])
     model.load_state_dict(state["model"])
     model.eval()
-    return InferenceModel(model, list(state["class_names"]), _saved_preprocessing(state), config)
+    return InferenceModel(model, list(state["class_names"]), state["preprocessing"], config)

@@ -5,41 +5,86 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 from torch.optim import lr_scheduler
 
 from cnn_train.errors import UserError
 
+if TYPE_CHECKING:  # configs are read by key here; the import stays lazy for tools without Hydra
+    from omegaconf import DictConfig
+
 ParamGroups = list[dict[str, Any]]
 
-OPTIMIZERS: dict[str, Callable[[ParamGroups, DictConfig], torch.optim.Optimizer]] = {
-    "sgd": lambda groups, cfg: torch.optim.SGD(
-        groups,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov and cfg.momentum > 0,
-        weight_decay=cfg.weight_decay,
-    ),
-    "adam": lambda groups, cfg: torch.optim.Adam(
+OptimizerBuilder = Callable[[ParamGroups, "DictConfig"], torch.optim.Optimizer]
+ScheduleParts = tuple[lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau | None, bool]
+SchedulerBuilder = Callable[["DictConfig", torch.optim.Optimizer, int, float], ScheduleParts]
+OPTIMIZERS: dict[str, OptimizerBuilder] = {}
+SCHEDULERS: dict[str, SchedulerBuilder] = {}
+
+
+def register_optimizer(name: str) -> Callable[[OptimizerBuilder], OptimizerBuilder]:
+    """Register `builder(param_groups, cfg) -> optimizer` as `optimizer=<name>`."""
+
+    def register(builder: OptimizerBuilder) -> OptimizerBuilder:
+        OPTIMIZERS[name] = builder
+        return builder
+
+    return register
+
+
+def register_scheduler(name: str) -> Callable[[SchedulerBuilder], SchedulerBuilder]:
+    """Register `builder(cfg, optimizer, steps, lr) -> (scheduler, per_iteration)`.
+
+    `steps` is the number of iterations the scheduler runs after the warmup; `per_iteration`
+    says whether it steps every iteration or once per epoch.
+    """
+
+    def register(builder: SchedulerBuilder) -> SchedulerBuilder:
+        SCHEDULERS[name] = builder
+        return builder
+
+    return register
+
+
+@register_optimizer("sgd")
+def sgd(groups: ParamGroups, cfg: DictConfig) -> torch.optim.Optimizer:
+    """SGD with momentum; Nesterov's variant when `nesterov` and there is momentum."""
+    nesterov = cfg.nesterov and cfg.momentum > 0
+    return torch.optim.SGD(
+        groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov, weight_decay=cfg.weight_decay
+    )
+
+
+@register_optimizer("adam")
+def adam(groups: ParamGroups, cfg: DictConfig) -> torch.optim.Optimizer:
+    """Adam with L2 weight decay added to the gradient."""
+    return torch.optim.Adam(
         groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
-    ),
-    "adamw": lambda groups, cfg: torch.optim.AdamW(
+    )
+
+
+@register_optimizer("adamw")
+def adamw(groups: ParamGroups, cfg: DictConfig) -> torch.optim.Optimizer:
+    """Adam with decoupled weight decay."""
+    return torch.optim.AdamW(
         groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
-    ),
-    "rmsprop": lambda groups, cfg: torch.optim.RMSprop(
+    )
+
+
+@register_optimizer("rmsprop")
+def rmsprop(groups: ParamGroups, cfg: DictConfig) -> torch.optim.Optimizer:
+    """RMSprop."""
+    return torch.optim.RMSprop(
         groups,
         lr=cfg.lr,
         alpha=cfg.alpha,
         eps=cfg.eps,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
-    ),
-}
-SCHEDULERS = ("none", "step", "multistep", "cosine", "onecycle", "plateau")
+    )
 
 
 @dataclass
@@ -84,9 +129,7 @@ class Schedule:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` saved (an older plain scheduler state also loads)."""
-        if "iterations" not in state:
-            state = {"iterations": 0, "scheduler": state, "warmup": {}}
+        """Restore what `state_dict` saved."""
         self._iterations = state["iterations"]
         if self.scheduler is not None and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -117,47 +160,75 @@ def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     """The optimizer that `cfg.name` names, over the model's trainable parameters."""
     if cfg.name not in OPTIMIZERS:
         raise UserError(f"unknown optimizer '{cfg.name}'; choose one of: {', '.join(OPTIMIZERS)}")
-    groups = parameter_groups(model, cfg.weight_decay, cfg.get("decay_norm_and_bias", False))
+    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
     if not any(group["params"] for group in groups):
         raise UserError("the model has no trainable parameters; check model.freeze_features")
     return OPTIMIZERS[cfg.name](groups, cfg)
 
 
-def _main_scheduler(
+@register_scheduler("none")
+def constant(
     cfg: DictConfig, optimizer: torch.optim.Optimizer, steps: int, lr: float
-) -> tuple[lr_scheduler.LRScheduler | None, bool]:
-    if cfg.name == "none":
-        return None, False
-    if cfg.name == "step":
-        return lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma), False
-    if cfg.name == "multistep":
-        return lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma), False
-    if cfg.name == "plateau":
-        plateau = lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode="max",
-            factor=cfg.factor,
-            patience=cfg.patience,
-            threshold=cfg.threshold,
-            min_lr=cfg.min_lr,
-        )
-        return plateau, False
-    if cfg.name == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=cfg.min_lr), True
-    if cfg.name == "onecycle":
-        if steps < 3:  # OneCycleLR divides by its phase lengths, which are 0 below 3 steps
-            return None, True
-        pct_start = min(max(cfg.pct_start, 1.5 / steps), 1 - 1.5 / steps)
-        onecycle = lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=lr,
-            total_steps=steps,
-            pct_start=pct_start,
-            div_factor=cfg.div_factor,
-            final_div_factor=cfg.final_div_factor,
-        )
-        return onecycle, True
-    raise UserError(f"unknown scheduler '{cfg.name}'; choose one of: {', '.join(SCHEDULERS)}")
+) -> ScheduleParts:
+    """No schedule: the LR stays at `optimizer.lr`."""
+    return None, False
+
+
+@register_scheduler("step")
+def step(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps: int, lr: float) -> ScheduleParts:
+    """StepLR: times `gamma` every `step_size` epochs."""
+    return lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma), False
+
+
+@register_scheduler("multistep")
+def multistep(
+    cfg: DictConfig, optimizer: torch.optim.Optimizer, steps: int, lr: float
+) -> ScheduleParts:
+    """MultiStepLR: times `gamma` at each milestone epoch."""
+    return lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma), False
+
+
+@register_scheduler("plateau")
+def plateau(
+    cfg: DictConfig, optimizer: torch.optim.Optimizer, steps: int, lr: float
+) -> ScheduleParts:
+    """ReduceLROnPlateau on validation top-1."""
+    scheduler = lr_scheduler.ReduceLROnPlateau(
+        optimizer,
+        mode="max",
+        factor=cfg.factor,
+        patience=cfg.patience,
+        threshold=cfg.threshold,
+        min_lr=cfg.min_lr,
+    )
+    return scheduler, False
+
+
+@register_scheduler("cosine")
+def cosine(
+    cfg: DictConfig, optimizer: torch.optim.Optimizer, steps: int, lr: float
+) -> ScheduleParts:
+    """CosineAnnealingLR over every iteration after the warmup."""
+    return lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=cfg.min_lr), True
+
+
+@register_scheduler("onecycle")
+def onecycle(
+    cfg: DictConfig, optimizer: torch.optim.Optimizer, steps: int, lr: float
+) -> ScheduleParts:
+    """OneCycleLR peaking at `optimizer.lr`."""
+    if steps < 3:  # OneCycleLR divides by its phase lengths, which are 0 below 3 steps
+        return None, True
+    pct_start = min(max(cfg.pct_start, 1.5 / steps), 1 - 1.5 / steps)
+    scheduler = lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=lr,
+        total_steps=steps,
+        pct_start=pct_start,
+        div_factor=cfg.div_factor,
+        final_div_factor=cfg.final_div_factor,
+    )
+    return scheduler, True
 
 
 def build_schedule(
@@ -173,9 +244,9 @@ def build_schedule(
     `warmup_start_factor * lr` to `lr` over that many epochs of iterations first; a
     per-iteration schedule then runs over the iterations that remain.
     """
-    warmup_epochs = cfg.get("warmup_epochs", 0)
-    if warmup_epochs < 0:
-        raise UserError(f"scheduler.warmup_epochs must be >= 0, got {warmup_epochs}")
+    if cfg.name not in SCHEDULERS:
+        raise UserError(f"unknown scheduler '{cfg.name}'; choose one of: {', '.join(SCHEDULERS)}")
+    warmup_epochs = cfg.warmup_epochs
     if warmup_epochs and cfg.name == "onecycle":
         raise UserError(
             "scheduler=onecycle warms up by itself (scheduler.pct_start); "
@@ -187,9 +258,9 @@ def build_schedule(
     if warmup_steps > 0:
         warmup = lr_scheduler.LinearLR(
             optimizer,
-            start_factor=cfg.get("warmup_start_factor", 0.01),
+            start_factor=cfg.warmup_start_factor,
             end_factor=1.0,
             total_iters=warmup_steps,
         )
-    main, per_iteration = _main_scheduler(cfg, optimizer, total_steps - warmup_steps, lr)
+    main, per_iteration = SCHEDULERS[cfg.name](cfg, optimizer, total_steps - warmup_steps, lr)
     return Schedule(main, per_iteration, warmup, warmup_steps)

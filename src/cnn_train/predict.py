@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 from cnn_train.errors import UserError
 from cnn_train.inference import load_inference
 
+log = logging.getLogger("cnn_train")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
 
@@ -39,12 +41,16 @@ def predict(checkpoint: str, images: list[str] | str, topk: int = 5) -> list[dic
     loaded = load_inference(checkpoint)
     k = min(topk, len(loaded.class_names))
     results = []
-    for path in image_paths(images):
+    paths = image_paths(images)
+    for path in paths:
         try:
             with Image.open(path) as image:
                 batch = loaded.preprocess(image).unsqueeze(0)
-        except (UnidentifiedImageError, OSError) as error:
-            raise UserError(f"cannot read {path} as an image: {error}") from error
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
+            log.warning(f"skipped {path}: not a readable image ({reason[:200]})")
+            results.append({"image": str(path), "skipped": reason[:200]})
+            continue
         probabilities = loaded.model(batch).softmax(dim=1)[0]
         values, indices = probabilities.topk(k)
         results.append(
@@ -56,6 +62,8 @@ def predict(checkpoint: str, images: list[str] | str, topk: int = 5) -> list[dic
                 ],
             }
         )
+    if all("skipped" in result for result in results):
+        raise UserError(f"none of the {len(paths)} images could be read; see the lines above")
     return results
 
 
@@ -64,5 +72,8 @@ def format_predictions(results: list[dict[str, Any]]) -> str:
     lines = []
     for result in results:
         lines.append(result["image"])
+        if "skipped" in result:
+            lines.append(f"  skipped: {result['skipped']}")
+            continue
         lines += [f"  {top['probability']:.4f}  {top['class']}" for top in result["top"]]
     return "\n".join(lines)

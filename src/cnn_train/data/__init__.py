@@ -1,63 +1,75 @@
-"""The dataset registry: one builder per `configs/data/*.yaml`, and loaders over their splits."""
+"""The built-in datasets (one builder per `configs/data/*.yaml`) and loaders over their splits."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 from omegaconf import DictConfig
 
 from cnn_train.data.digits import load_digits_dataset
-from cnn_train.data.folder import FileDataset, load_folder_dataset
+from cnn_train.data.folder import DECODE_BUDGET_MB, FileDataset, load_folder_dataset
 from cnn_train.data.imagenet import load_imagenet_dataset
 from cnn_train.data.memory import InMemoryDataset, InMemoryLoader, LabelledImages
+from cnn_train.data.registry import DATASETS, Dataset, get_dataset_builder, register_dataset
 from cnn_train.data.stream import ImageSamples, StreamLoader
 from cnn_train.data.synthetic import load_synthetic_dataset
 from cnn_train.data.transforms import BATCHED_PRESETS, Normalize, check_preset, image_transform
 from cnn_train.data.vision import load_vision_dataset
 from cnn_train.errors import UserError
 
-Dataset = InMemoryDataset | FileDataset
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "FileDataset",
+    "InMemoryDataset",
+    "LabelledImages",
+    "Loader",
+    "load_dataset",
+    "make_loader",
+    "register_dataset",
+]
+
 Loader = InMemoryLoader | StreamLoader
 
-DATASETS: dict[str, Callable[[DictConfig], Dataset]] = {
-    "digits": load_digits_dataset,
-    "synthetic": load_synthetic_dataset,
-    "cifar10": load_vision_dataset,
-    "cifar100": load_vision_dataset,
-    "mnist": load_vision_dataset,
-    "fashion_mnist": load_vision_dataset,
-    "folder": load_folder_dataset,
-    "cifar10_folder": load_folder_dataset,
-    "imagenet": load_imagenet_dataset,
-}
+register_dataset("digits")(load_digits_dataset)
+register_dataset("synthetic")(load_synthetic_dataset)
+for _name in ("cifar10", "cifar100", "mnist", "fashion_mnist"):
+    register_dataset(_name)(load_vision_dataset)
+register_dataset("folder")(load_folder_dataset)
+register_dataset("cifar10_folder")(load_folder_dataset)
+register_dataset("imagenet")(load_imagenet_dataset)
 PRESET_SIZES = {"none": 224, "cifar": 32, "imagenet": 224, "alexnet2012": 224}
 
 
 def load_dataset(cfg: DictConfig) -> Dataset:
     """Load the dataset that `cfg.name` names, with all its splits."""
-    if cfg.name not in DATASETS:
-        raise UserError(f"unknown dataset '{cfg.name}'; choose one of: {', '.join(DATASETS)}")
+    builder = get_dataset_builder(cfg.name)
     check_preset(cfg.augment)
-    dataset = DATASETS[cfg.name](cfg)
+    dataset = builder(cfg)
     if isinstance(dataset, FileDataset):
         dataset.native_size = PRESET_SIZES[cfg.augment]
+        dataset.decode_budget_mb = cfg.get("decode_budget_mb", DECODE_BUDGET_MB)
     return dataset
 
 
-def in_memory(dataset: Dataset, augment: str, setting: str) -> bool:
-    """Whether to batch from memory, from `data.in_memory` (auto/true/false), dataset and preset."""
+def in_memory(dataset: Dataset, augment: str, setting: str, image_size: int = 0) -> bool:
+    """Whether to batch from memory, from `data.in_memory` (auto/true/false), dataset and preset.
+
+    Folder datasets are decoded once when their images at `image_size` fit the decode budget.
+    """
     setting = str(setting).lower()
     if setting not in ("auto", "true", "false"):
         raise UserError(f"data.in_memory={setting} is not one of auto, true, false")
-    possible = isinstance(dataset, InMemoryDataset) and augment in BATCHED_PRESETS
-    if setting == "true" and not possible:
+    batched = augment in BATCHED_PRESETS
+    if setting == "true" and not batched:
         raise UserError(
-            "data.in_memory=true needs a dataset held in memory (digits, synthetic, cifar10, "
-            "cifar100, mnist, fashion_mnist) and data.augment=none or cifar; "
-            "use data.in_memory=auto"
+            "data.in_memory=true needs data.augment=none or cifar (the presets applied to whole "
+            "batches); use data.in_memory=auto"
         )
-    return possible and setting != "false"
+    if setting == "false" or not batched:
+        return False
+    if isinstance(dataset, FileDataset) and setting == "auto":
+        return dataset.fits_in_memory(image_size)
+    return True
 
 
 def make_loader(
@@ -82,8 +94,12 @@ def make_loader(
             f"this dataset has no '{split}' split; use data.split="
             + " or data.split=".join(name for name in dataset.splits if name != "train")
         )
-    data = dataset.splits[split]
-    if in_memory(dataset, augment, in_memory_setting):
+    data, skipped = dataset.splits[split], 0
+    if in_memory(dataset, augment, in_memory_setting, image_size):
+        if isinstance(dataset, FileDataset):
+            data, skipped = dataset.in_memory_split(
+                split, image_size, max_bad_fraction=max_bad_fraction, world_size=world_size
+            )
         assert isinstance(data, LabelledImages)
         return InMemoryLoader(
             data,
@@ -98,6 +114,7 @@ def make_loader(
             augment=augment,
             rank=rank,
             world_size=world_size,
+            skipped_files=skipped,
         )
     return StreamLoader(
         ImageSamples(data, image_transform(augment, image_size, train=train), seed),

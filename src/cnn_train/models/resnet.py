@@ -100,6 +100,6 @@ class ResNet34(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def resnet34(num_classes: int = 1000, variant: str = "imagenet", dropout: float = 0.0) -> ResNet34:
+def resnet34(num_classes: int = 1000, variant: str = "imagenet") -> ResNet34:
     """Build ResNet-34 in the ImageNet or small-input variant (no dropout: BN regularises)."""
     return ResNet34(num_classes=num_classes, variant=variant)

@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-
-from cnn_train.models import build_model, resolve_variant, working_image_size
 
 SHOWN = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d)
 
@@ -153,28 +150,3 @@ def format_layer_table(model: nn.Module, image_size: int, title: str) -> str:
         f"(a multiply-add counts as 2 FLOPs; activation, LRN and dropout layers are not listed)"
     )
     return "\n".join([title, rule, lines[0], rule, *lines[1:-1], rule, lines[-1], "", footer])
-
-
-def summarize(cfg: DictConfig) -> str:
-    """The layer table for a composed train config (`cnn-summary`, same overrides as cnn-train).
-
-    With `data.image_size` and `model.num_classes` set, no data is loaded; otherwise the dataset
-    gives the size and class count the run would use.
-    """
-    from cnn_train.build import build_model_and_data
-
-    size, classes = cfg.data.image_size, cfg.model.num_classes
-    if size is not None and classes is not None:
-        variant = resolve_variant(cfg.model.name, cfg.model.variant, size)
-        size = working_image_size(cfg.model.name, variant, size, size)
-        model = build_model(cfg.model.name, classes, variant, cfg.model.dropout)
-    else:
-        built = build_model_and_data(cfg.model, cfg.data)
-        model, variant, size, classes = (
-            built.model,
-            built.variant,
-            built.image_size,
-            built.num_classes,
-        )
-    title = f"{cfg.model.name} ({variant} variant, {classes} classes) at {size}x{size}"
-    return format_layer_table(model, size, title)

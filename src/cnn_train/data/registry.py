@@ -1,0 +1,51 @@
+"""The dataset registry: name -> builder of a dataset with its splits.
+
+Add a dataset from your own code with one decorated function (and a YAML file under your own
+`configs/data/`):
+
+    from cnn_train.data import InMemoryDataset, LabelledImages, register_dataset
+
+    @register_dataset("mydata")
+    def mydata(cfg: DictConfig) -> InMemoryDataset: ...
+
+A builder returns an `InMemoryDataset` (uint8 image tensors per split) or a `FileDataset`
+(image files per split); the loaders, augmentation and evaluation are the same as for the
+built-in datasets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from omegaconf import DictConfig
+
+from cnn_train.data.folder import FileDataset
+from cnn_train.data.memory import InMemoryDataset
+from cnn_train.errors import UserError
+from cnn_train.plugins import load_plugins
+
+Dataset = InMemoryDataset | FileDataset
+Builder = TypeVar("Builder", bound=Callable[[DictConfig], Dataset])
+DATASETS: dict[str, Callable[[DictConfig], Dataset]] = {}
+
+
+def register_dataset(name: str) -> Callable[[Builder], Builder]:
+    """Register `builder(cfg) -> dataset` under `name` (the `name:` of its data YAML)."""
+
+    def register(builder: Builder) -> Builder:
+        if name in DATASETS and DATASETS[name] is not builder:
+            raise ValueError(f"a dataset named '{name}' is already registered")
+        DATASETS[name] = builder
+        return builder
+
+    return register
+
+
+def get_dataset_builder(name: str) -> Callable[[DictConfig], Dataset]:
+    """The builder registered as `name`, or a UserError listing the valid names."""
+    if name not in DATASETS:
+        load_plugins()
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
