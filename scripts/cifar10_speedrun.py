@@ -91,12 +91,9 @@ def held_out_split(labels: torch.Tensor, per_class: int) -> tuple[torch.Tensor, 
 def run(args: argparse.Namespace) -> None:
     """Train with cnn-train's loop on the decoded tensor; report the time to the target."""
     sys.path.insert(0, str(REPO / "src"))
-    from hydra import compose, initialize_config_dir
-
-    import cnn_train.data as data_registry
-    from cnn_train.data.memory import InMemoryDataset, LabelledImages
+    from cnn_train.cli import compose_config
+    from cnn_train.data import InMemoryDataset, LabelledImages, register_dataset
     from cnn_train.engine.trainer import fit
-    from cnn_train.schema import register_configs
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
@@ -121,9 +118,7 @@ def run(args: argparse.Namespace) -> None:
         mean=mean,
         std=std,
     )
-    data_registry.DATASETS["cifar10_decoded"] = lambda cfg: dataset
-
-    register_configs()
+    register_dataset("cifar10_decoded")(lambda cfg: dataset)
     overrides = [
         *RECIPE,
         f"trainer.epochs={args.epochs}",
@@ -131,8 +126,7 @@ def run(args: argparse.Namespace) -> None:
         "data.name=cifar10_decoded",
         *args.overrides,
     ]
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+    cfg = compose_config("train", overrides)
     run_dir = REPO / "outputs" / "cifar10_speedrun" / time.strftime("%Y-%m-%d_%H-%M-%S")
     run_dir.mkdir(parents=True)
     fit(cfg, run_dir)

@@ -7,15 +7,15 @@ It times training images/s of alexnet, vgg16 and resnet34 at 224 px on synthetic
 bf16 autocast, bf16 + channels_last and bf16 + channels_last + torch.compile; checks AlexNet's
 two-tower split on [cuda:0, cpu] (a missing transfer fails there) and on [cuda:0, cuda:1] against
 the grouped model and times it; and runs a 2-process DDP (nccl) training of resnet34 when two
-GPUs are visible. Without CUDA it runs as --dry-run. It imports only torch and cnn_train.models,
-so it runs on a machine without Hydra or OmegaConf. Exit status 1 if any check failed.
+GPUs are visible. Every timed step is cnn-train's own (engine.stepper.Stepper), so the table is
+what a run gets. Without CUDA it runs as --dry-run. It needs torch and cnn_train, not Hydra or
+OmegaConf. Exit status 1 if any check failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -31,16 +31,29 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from cnn_train.distributed import free_port
+from cnn_train.engine.precision import Precision
+from cnn_train.engine.stepper import Stepper, StepSettings
 from cnn_train.models import build_model
 from cnn_train.models.split import group_state_dict, place_model
+from cnn_train.optim import Schedule
 
 MODELS = ("alexnet", "vgg16", "resnet34")
-MODES: dict[str, tuple[torch.dtype | None, bool, bool]] = {
-    "fp32": (None, False, False),
-    "bf16": (torch.bfloat16, False, False),
-    "bf16+channels_last": (torch.bfloat16, True, False),
-    "bf16+channels_last+compile": (torch.bfloat16, True, True),
+MODES: dict[str, tuple[str, bool, bool]] = {
+    "fp32": ("fp32", False, False),
+    "bf16": ("bf16", False, False),
+    "bf16+channels_last": ("bf16", True, False),
+    "bf16+channels_last+compile": ("bf16", True, True),
 }
+# A plain step: no accumulation, clipping, smoothing, mixing or EMA.
+PLAIN_STEP = StepSettings(
+    label_smoothing=0.0,
+    accumulate_steps=1,
+    grad_clip_norm=None,
+    ema_decay=None,
+    mixup_alpha=0.0,
+    cutmix_alpha=0.0,
+)
 SPLIT_TOLERANCE = 1e-3
 
 
@@ -111,17 +124,28 @@ def progress(message: str) -> None:
 
 
 def train_step_fn(
-    model: nn.Module, optimizer: torch.optim.Optimizer, dtype: torch.dtype | None, device_type: str
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    precision: str,
+    device_type: str,
+    *,
+    raw_model: nn.Module | None = None,
+    channels_last: bool = False,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """One SGD step on a batch, under autocast when `dtype` is set."""
+    """cnn-train's own training step (its Stepper) on a batch, in `precision`; returns the loss."""
+    stepper = Stepper(
+        model,
+        raw_model or model,
+        PLAIN_STEP,
+        precision=Precision(precision, device_type),
+        optimizer=optimizer,
+        schedule=Schedule(None, per_iteration=True),
+        num_classes=0,
+        channels_last=channels_last,
+    )
 
     def step(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = nn.functional.cross_entropy(model(images), targets)
-        loss.backward()
-        optimizer.step()
-        return loss
+        return stepper.train_batch(images, targets)[1]
 
     return step
 
@@ -153,21 +177,23 @@ def time_steps(
 
 def check_training(name: str, mode: str, device: torch.device, sizes: Sizes) -> Row:
     """Time training steps of one model in one precision/layout/compile mode."""
-    dtype, channels_last, compiled = MODES[mode]
+    precision, channels_last, compiled = MODES[mode]
     torch.manual_seed(0)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_model(name, sizes.classes, sizes.variant[name]).to(device)
-    model = model.to(memory_format=memory_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    raw = build_model(name, sizes.classes, sizes.variant[name]).to(device)
+    raw = raw.to(memory_format=memory_format)
+    optimizer = torch.optim.SGD(raw.parameters(), lr=1e-3, momentum=0.9)
+    model = raw
     if compiled:
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()
-        model = torch.compile(model, backend=sizes.compile_backend)
+        model = torch.compile(raw, backend=sizes.compile_backend)
     side = sizes.image[name]
     images = torch.randn(sizes.batch, 3, side, side, device=device)
-    images = images.contiguous(memory_format=memory_format)
     targets = torch.randint(0, sizes.classes, (sizes.batch,), device=device)
-    step = train_step_fn(model, optimizer, dtype, device.type)
+    step = train_step_fn(
+        model, optimizer, precision, device.type, raw_model=raw, channels_last=channels_last
+    )
     rate, first = time_steps(step, images, targets, sizes, lambda: synchronize(device))
     row = Row("train", name, f"{mode} b{sizes.batch} {side}px", rate, extra={"first_s": first})
     if compiled:
@@ -226,19 +252,13 @@ def check_split(devices: Sequence[torch.device], sizes: Sizes) -> list[Row]:
     for label, model in ((f"grouped on {devices[0]}", grouped), (f"split [{names}]", split)):
         model.train()
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        step = train_step_fn(model, optimizer, None, devices[0].type)
+        step = train_step_fn(model, optimizer, "fp32", devices[0].type)
         rate, first = time_steps(step, images, targets, sizes, sync)
         row = Row("split", "alexnet2012", f"{label} fp32 b{batch} {side}px", rate)
         row.result = result if model is split else "reference"
         row.extra = {"first_s": first}
         rows.append(row)
     return rows
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def ddp_worker(
@@ -254,16 +274,17 @@ def ddp_worker(
         if cuda:
             torch.cuda.set_device(device)
         torch.manual_seed(rank)
-        model = build_model("resnet34", sizes.classes, sizes.variant["resnet34"]).to(device)
-        model = model.to(memory_format=torch.channels_last)
-        model = DistributedDataParallel(model, device_ids=[rank] if cuda else None)
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        raw = build_model("resnet34", sizes.classes, sizes.variant["resnet34"]).to(device)
+        raw = raw.to(memory_format=torch.channels_last)
+        model = DistributedDataParallel(raw, device_ids=[rank] if cuda else None)
+        optimizer = torch.optim.SGD(raw.parameters(), lr=1e-3, momentum=0.9)
         side = sizes.image["resnet34"]
         images = torch.randn(sizes.batch, 3, side, side, device=device)
-        images = images.contiguous(memory_format=torch.channels_last)
         targets = torch.randint(0, sizes.classes, (sizes.batch,), device=device)
-        dtype = torch.bfloat16 if cuda else None
-        step = train_step_fn(model, optimizer, dtype, device.type)
+        precision = "bf16" if cuda else "fp32"
+        step = train_step_fn(
+            model, optimizer, precision, device.type, raw_model=raw, channels_last=True
+        )
         rate, _ = time_steps(step, images, targets, sizes, lambda: synchronize(device))
         checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
         sums = [torch.zeros_like(checksum) for _ in range(world)]

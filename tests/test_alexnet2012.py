@@ -14,8 +14,8 @@ from cnn_train.errors import UserError
 from cnn_train.models import build_model
 from cnn_train.models.alexnet2012 import AlexNet2012, TowerLocalResponseNorm
 from cnn_train.models.split import SplitAlexNet, group_state_dict, place_model
-from cnn_train.schema import validate_train
-from tests.conftest import compose_config, run_cli
+from cnn_train.validation import validate_train
+from tests.helpers import compose_config, run_cli
 
 
 def small_alexnet(dropout: float = 0.0) -> AlexNet2012:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUICK, run_cli
+from tests.helpers import QUICK, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchvision.datasets import cifar
 
@@ -35,7 +34,7 @@ from cnn_train.engine.loop import evaluate
 from cnn_train.engine.precision import resolve_precision
 from cnn_train.engine.trainer import fit
 from cnn_train.errors import UserError
-from tests.conftest import compose_config, run_cli
+from tests.helpers import compose_config, run_cli, write_image, write_tree
 
 CIFAR10_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg" / "train"
 SHORT = [
@@ -107,26 +106,6 @@ def write_mnist(root: Path, name: str) -> None:
     raw.mkdir(parents=True)
     write_idx(raw, "train", 40)
     write_idx(raw, "t10k", 20)
-
-
-MODES = ("RGB", "L", "P", "RGBA", "CMYK")
-
-
-def write_image(path: Path, mode: str, seed: int, size: tuple[int, int] = (48, 40)) -> None:
-    rng = np.random.default_rng(seed)
-    base = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-    image = base.convert(mode) if mode != "P" else base.quantize(16)
-    image.save(path, format="JPEG" if path.suffix == ".jpg" else "PNG")
-
-
-def write_tree(root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 6) -> None:
-    """A class-folder tree whose images cycle through JPEG/PNG and every Pillow mode."""
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            mode = MODES[i % len(MODES)]
-            suffix = ".jpg" if mode in ("RGB", "L", "CMYK") else ".png"
-            write_image(root / name / f"{i}{suffix}", mode, seed=c * 100 + i)
 
 
 def add_bad_files(folder: Path) -> list[Path]:
@@ -215,6 +194,7 @@ def test_folder_of_every_image_mode_trains_and_skips_bad_files(
         "data.max_bad_fraction=0.5",
         "data.num_workers=0",
         "data.batch_size=16",
+        "data.in_memory=false",
         "trainer.max_steps=1",
     )
     with caplog.at_level(logging.WARNING):
@@ -232,10 +212,16 @@ def test_folder_of_every_image_mode_trains_and_skips_bad_files(
     assert [e.value for e in events.Scalars("data/skipped_files")] == [len(expected)]
 
 
-def test_too_many_bad_files_stop_the_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_memory", ["false", "auto"])
+def test_too_many_bad_files_stop_the_run(tmp_path: Path, in_memory: str) -> None:
     write_tree(tmp_path / "tree", per_class=10)
     add_bad_files(tmp_path / "tree" / "cat")
-    cfg = train_cfg("data=cifar10_folder", f"data.root={tmp_path / 'tree'}", "data.batch_size=4")
+    cfg = train_cfg(
+        "data=cifar10_folder",
+        f"data.root={tmp_path / 'tree'}",
+        "data.batch_size=4",
+        f"data.in_memory={in_memory}",
+    )
     with pytest.raises(UserError, match=r"data\.max_bad_fraction=0\.01"):
         fit(cfg, made(tmp_path / "run"))
 

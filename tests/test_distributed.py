@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 
 from cnn_train.distributed import launched_by_torchrun
-from tests.conftest import console_script, run_cli
-from tests.test_resilience import (
+from tests.helpers import compose_config, console_script, read_metrics, run_cli
+from tests.helpers.runs import (
     assert_same_state,
     finish,
     start_training,
@@ -40,10 +39,6 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cwd / "run"
 
 
-def records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_one_run_folder_one_event_file_checkpoints_written_once(ddp_run: Path) -> None:
     assert len(list((ddp_run / "tb").glob("events.out.tfevents.*"))) == 1
     assert sorted(path.name for path in (ddp_run / "checkpoints").iterdir()) == [
@@ -56,7 +51,7 @@ def test_one_run_folder_one_event_file_checkpoints_written_once(ddp_run: Path) -
 
 
 def test_batches_are_per_process_and_val_counts_every_sample_once(ddp_run: Path) -> None:
-    lines = records(ddp_run)
+    lines = read_metrics(ddp_run)
     assert [line["step"] for line in lines] == [4, 8]  # 64 images / (8 per process x 2)
     assert all(line["val_samples"] == 31 for line in lines)
 
@@ -66,7 +61,7 @@ def test_one_process_eval_reproduces_the_two_process_val_accuracy(ddp_run: Path)
     result = run_cli("cnn-eval", f"checkpoint={checkpoint}", "device=cpu", cwd=ddp_run.parent)
     assert result.returncode == 0, result.stderr
     evaluated = json.loads(result.stdout.strip().splitlines()[-1])
-    last = records(ddp_run)[-1]
+    last = read_metrics(ddp_run)[-1]
     assert evaluated["samples"] == 31 and evaluated["acc1"] == last["val_acc1"]
     assert evaluated["loss"] == pytest.approx(last["val_loss"], rel=1e-5)
 
@@ -81,7 +76,7 @@ def test_a_ddp_run_resumes_into_its_folder(ddp_run: Path) -> None:
         cwd=ddp_run.parent,
     )
     assert result.returncode == 0, result.stderr
-    assert [line["epoch"] for line in records(ddp_run)] == [0, 1, 2]
+    assert [line["epoch"] for line in read_metrics(ddp_run)] == [0, 1, 2]
 
 
 def test_sync_bn_on_the_cpu_is_a_clear_error(tmp_path: Path) -> None:
@@ -118,8 +113,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal_for_two_processes(tmp_pa
 
 def test_the_slurm_launcher_composes_one_task_per_gpu() -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    with initialize_config_module(config_module="cnn_train.configs", version_base="1.3"):
-        cfg = compose("train", ["hydra/launcher=slurm", "device=ddp"], return_hydra_config=True)
+    cfg = compose_config("train", ["hydra/launcher=slurm", "device=ddp"], with_hydra=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.tasks_per_node == launcher.gpus_per_node == 8
@@ -169,6 +163,6 @@ def test_torchrun_with_a_pinned_run_folder_makes_one_run(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("best val top-1") == 1
-    assert [line["step"] for line in records(run_dir)] == [4, 8]
-    assert all(line["val_samples"] == 31 for line in records(run_dir))
+    assert [line["step"] for line in read_metrics(run_dir)] == [4, 8]
+    assert all(line["val_samples"] == 31 for line in read_metrics(run_dir))
     assert len(list((run_dir / "tb").glob("events.out.tfevents.*"))) == 1

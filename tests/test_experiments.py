@@ -6,7 +6,7 @@ from importlib import resources
 
 import pytest
 
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 RECIPES = {
     "alexnet2012_imagenet": {

@@ -10,7 +10,7 @@ from cnn_train.engine.trainer import fit
 from cnn_train.errors import UserError
 from cnn_train.models import build_model
 from cnn_train.optim import build_optimizer, build_schedule
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 
 def config(*overrides: str):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import pytest
@@ -11,10 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnn_train.engine.trainer import fit
-
-
-def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+from tests.helpers import read_metrics
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
@@ -27,12 +23,12 @@ def test_each_precision_trains_on_the_cpu(train_config, tmp_path: Path, precisio
 
 def test_accumulation_steps_the_optimizer_every_n_batches(train_config, tmp_path: Path) -> None:
     fit(train_config("trainer.accumulate_steps=2", "trainer.epochs=2"), tmp_path)
-    assert [record["step"] for record in metrics(tmp_path)] == [2, 4]
+    assert [record["step"] for record in read_metrics(tmp_path)] == [2, 4]
 
 
 def test_ema_weights_are_evaluated_and_kept(train_config, tmp_path: Path) -> None:
     fit(train_config("trainer.ema_decay=0.9"), tmp_path)
-    record = metrics(tmp_path)[0]
+    record = read_metrics(tmp_path)[0]
     assert 0.0 <= record["val_ema_acc1"] <= 1.0
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert state["ema"].keys() == state["model"].keys()

@@ -15,13 +15,13 @@ from cnn_train.errors import UserError
 from cnn_train.export import export
 from cnn_train.inference import load_inference
 from cnn_train.predict import predict
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """best.pt of a two-step run on 8 px digits."""
-    from tests.conftest import compose_config
+    from tests.helpers import compose_config
 
     run_dir = tmp_path_factory.mktemp("run")
     cfg = compose_config("train", ["data=digits", "device=cpu", "trainer.max_steps=2"])

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import errno
-import os
 import pickle
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,84 +14,16 @@ import cnn_train.checkpoint as checkpoint_module
 from cnn_train.engine.evaluator import run_eval
 from cnn_train.engine.trainer import fit
 from cnn_train.errors import UserError
-from cnn_train.schema import validate_train
-from tests.conftest import compose_config, console_script, run_cli
-from tests.test_data import write_tree
-
-LONG_RUN = [
-    "data=synthetic",
-    "data.native_size=8",
-    "data.train_samples=96",
-    "data.val_samples=32",
-    "data.batch_size=16",
-    "trainer.epochs=3",
-    "trainer.checkpoint_every_steps=2",
-    "device=cpu",
-]
-
-
-def folder_run(root: Path) -> list[str]:
-    """A run over a JPEG class-folder tree read by 2 DataLoader workers with random augmentation."""
-    if not root.exists():
-        write_tree(root, classes=("a", "b", "c", "d"), per_class=16)
-    return [
-        "data=cifar10_folder",
-        f"data.root={root}",
-        "data.num_workers=2",
-        "data.val_fraction=0.25",
-        "data.batch_size=8",
-        "trainer.epochs=3",
-        "trainer.checkpoint_every_steps=2",
-        "device=cpu",
-    ]
-
-
-def start_training(
-    run_dir: Path, *overrides: str, base: list[str] = LONG_RUN
-) -> subprocess.Popen[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [console_script("cnn-train"), *base, f"hydra.run.dir={run_dir}", *overrides],
-        cwd=run_dir.parent,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for_mid_epoch_checkpoint(process: subprocess.Popen[str], run_dir: Path) -> None:
-    """Return once last.pt holds a mid-epoch state (the run is then known to be mid-way)."""
-    path = run_dir / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the run ended before it could be interrupted: {process.stderr.read()}")
-        if path.is_file():
-            state = torch.load(path, weights_only=True)
-            if not state["epoch_done"] and state["step"] >= 2:
-                return
-        time.sleep(0.01)
-    pytest.fail("no mid-epoch checkpoint appeared")
-
-
-def finish(run_dir: Path, *overrides: str, base: list[str] = LONG_RUN) -> None:
-    process = start_training(run_dir, *overrides, base=base)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr
-
-
-def assert_same_state(a: Path, b: Path) -> None:
-    first = torch.load(a / "checkpoints" / "last.pt", weights_only=True)
-    second = torch.load(b / "checkpoints" / "last.pt", weights_only=True)
-    assert first["step"] == second["step"]
-    for key, tensor in first["model"].items():
-        torch.testing.assert_close(second["model"][key], tensor, rtol=0, atol=0)
-    for index, state in first["optimizer"]["state"].items():
-        for name, value in state.items():
-            torch.testing.assert_close(
-                second["optimizer"]["state"][index][name], value, rtol=0, atol=0
-            )
+from cnn_train.validation import validate_train
+from tests.helpers import compose_config, run_cli
+from tests.helpers.runs import (
+    LONG_RUN,
+    assert_same_state,
+    finish,
+    folder_run,
+    start_training,
+    wait_for_mid_epoch_checkpoint,
+)
 
 
 @pytest.mark.parametrize(
@@ -158,7 +87,7 @@ def test_a_save_that_crashes_halfway_leaves_the_previous_checkpoint(
         return real_save(state, handle, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint_module.torch, "save", crash_on_second_save)
-    with pytest.raises(RuntimeError, match="killed while writing"):
+    with pytest.raises(UserError, match=r"killed while writing.*previous checkpoint is intact"):
         fit(train_config("trainer.epochs=2"), tmp_path)
     folder = tmp_path / "checkpoints"
     assert sorted(path.name for path in folder.iterdir()) == ["best.pt", "last.pt"]
@@ -174,6 +103,30 @@ def test_a_failed_save_is_an_error_naming_the_cause(
     monkeypatch.setattr(checkpoint_module.torch, "save", disk_full)
     with pytest.raises(UserError, match=r"could not write checkpoint .*No space left on device"):
         fit(train_config(), tmp_path)
+
+
+def test_a_full_disk_reported_by_torch_is_one_line_and_keeps_the_last_checkpoint(
+    train_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_save = torch.save
+    calls = {"count": 0}
+
+    def full_on_second_save(state, handle, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 2:  # what torch's zip writer raises on ENOSPC
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:858] . PytorchStreamWriter failed "
+                "writing file data/3: file write failed"
+            )
+        return real_save(state, handle, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_on_second_save)
+    with pytest.raises(UserError, match="PytorchStreamWriter failed writing") as raised:
+        fit(train_config("trainer.epochs=2"), tmp_path)
+    assert "\n" not in str(raised.value)
+    last = tmp_path / "checkpoints" / "last.pt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
 
 
 def test_a_non_finite_loss_stops_at_once_without_a_nan_checkpoint(train_config, tmp_path):
@@ -228,21 +181,21 @@ def test_resume_auto_with_nothing_to_resume_starts_fresh(train_config, tmp_path:
     assert summary["step"] == 4 and summary["run_dir"] == str(run_dir)
 
 
-def test_resume_auto_finds_the_newest_run_of_the_same_config(train_config, tmp_path) -> None:
-    first = tmp_path / "outputs" / "day" / "first"
-    other = tmp_path / "outputs" / "day" / "other"
-    new, newer = tmp_path / "outputs" / "day" / "new", tmp_path / "outputs" / "day" / "newer"
-    for folder, overrides in ((first, ()), (other, ("seed=3",))):
-        (folder / ".hydra").mkdir(parents=True)
-        cfg = train_config("trainer.epochs=1", *overrides)
-        (folder / ".hydra" / "config.yaml").write_text(OmegaConfYaml.dump(cfg))
-        fit(cfg, folder)
-    new.mkdir()
-    newer.mkdir()
-    summary = fit(train_config("trainer.epochs=2", "resume=auto"), new)
-    assert summary["run_dir"] == str(new)
-    summary = fit(train_config("trainer.epochs=1", "resume=auto"), newer)
-    assert summary["run_dir"] == str(first)
+def test_resume_auto_never_takes_over_a_sibling_run_of_the_same_config(
+    train_config, tmp_path: Path
+) -> None:
+    sibling, pinned = tmp_path / "outputs" / "day" / "sibling", tmp_path / "outputs" / "day" / "new"
+    (sibling / ".hydra").mkdir(parents=True)
+    cfg = train_config("resume=auto")
+    (sibling / ".hydra" / "config.yaml").write_text(OmegaConfYaml.dump(cfg))
+    fit(cfg, sibling)
+    before = (sibling / "checkpoints" / "last.pt").stat().st_mtime_ns
+    pinned.mkdir()
+    summary = fit(train_config("resume=auto"), pinned)
+    assert summary["run_dir"] == str(pinned) and summary["step"] == 4
+    assert (pinned / "checkpoints" / "last.pt").is_file()
+    assert (sibling / "checkpoints" / "last.pt").stat().st_mtime_ns == before
+    assert len((sibling / "metrics.jsonl").read_text().splitlines()) == 1
 
 
 def test_missing_resume_path_is_a_user_error(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from torch import nn
 
 from cnn_train.models import build_model
 from cnn_train.models.summary import layer_table, size_arithmetic
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def test_alexnet_at_224_shows_the_reference_texts_sizes() -> None:

@@ -11,7 +11,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from cnn_train.engine.trainer import fit
 from cnn_train.sweep import format_table, job_rows, write_result
-from tests.conftest import QUICK, run_cli
+from tests.helpers import QUICK, compose_config, run_cli
 
 
 def hparams_of(run_dir: Path) -> tuple[dict, list[str]]:
@@ -99,10 +99,8 @@ def test_a_job_without_a_result_counts_as_failed(tmp_path: Path) -> None:
 
 def test_the_optuna_sweeper_config_searches_lr_and_weight_decay() -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    from hydra import compose, initialize_config_module
 
-    with initialize_config_module(config_module="cnn_train.configs", version_base="1.3"):
-        cfg = compose("train", ["hydra/sweeper=lr_wd"], return_hydra_config=True)
+    cfg = compose_config("train", ["hydra/sweeper=lr_wd"], with_hydra=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper.direction == "maximize"
     assert set(sweeper.params) == {"optimizer.lr", "optimizer.weight_decay"}

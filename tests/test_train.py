@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from cnn_train.engine.evaluator import run_eval
 from cnn_train.engine.trainer import fit
 from cnn_train.errors import UserError
-from tests.conftest import compose_config
+from tests.helpers import compose_config, read_metrics
 
 METRIC_KEYS = {
     "epoch",
@@ -37,10 +37,6 @@ CHECKPOINT_KEYS = {
     "class_names",
     "rng",
 }
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def eval_config(checkpoint: Path, *overrides: str):

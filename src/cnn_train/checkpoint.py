@@ -4,41 +4,134 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+from torch import nn
 
 from cnn_train.errors import UserError
 
+PROGRESS_KEYS = (
+    "epoch",
+    "batch_in_epoch",
+    "epoch_done",
+    "step",
+    "total_steps",
+    "best_metric",
+    "best_epoch",
+)
+RUN_KEYS = ("config", "class_names", "preprocessing")
+TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "ema", "ema_updates")
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` to `path` through a temporary file and a rename, so `path` is never partial."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+
+def checkpoint_contents(
+    model: nn.Module,
+    training: Mapping[str, Any],
+    progress: Mapping[str, Any],
+    run: Mapping[str, Any],
+    per_rank: Mapping[str, list[Any]],
+) -> dict[str, Any]:
+    """Everything a checkpoint holds, as plain values that load with `weights_only=True`.
+
+    `training`: optimizer, scheduler, scaler and EMA states; `progress`: where the run is
+    (PROGRESS_KEYS); `run`: what it trains on (RUN_KEYS); `per_rank`: `rng` and `train_sums`,
+    one entry per rank of the job.
+    """
+    for name, part, keys in (
+        ("training", training, TRAINING_KEYS),
+        ("progress", progress, PROGRESS_KEYS),
+        ("run", run, RUN_KEYS),
+        ("per_rank", per_rank, ("rng", "train_sums")),
+    ):
+        missing = set(keys) - set(part)
+        if missing:
+            raise ValueError(f"checkpoint {name} lacks {sorted(missing)}")
+    return {"model": model.state_dict(), **training, **progress, **run, **per_rank}
+
+
+def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write `path` through a temporary file, fsync and a rename: `path` is never partial.
+
+    A failure (disk full, no permission) leaves the previous `path` as it was.
+    """
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as handle:
-            torch.save(state, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except OSError as error:
-        raise UserError(f"could not write checkpoint {path}: {error.strerror or error}") from error
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        first_line = str(reason).strip().splitlines()[0] if str(reason).strip() else "write failed"
+        raise UserError(
+            f"could not write checkpoint {path}: {first_line}; free disk space or fix permissions"
+            " (the previous checkpoint is intact)"
+        ) from error
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write `state` to `path` atomically."""
+    _write_atomically(path, lambda handle: torch.save(state, handle))
+
+
+def copy_checkpoint(source: Path, target: Path) -> None:
+    """Copy a written checkpoint (last.pt to best.pt) atomically."""
+
+    def copy(handle: BinaryIO) -> None:
+        with open(source, "rb") as original:
+            shutil.copyfileobj(original, handle)
+
+    _write_atomically(target, copy)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left (call it holding the run folder's lock)."""
+    removed = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for temporary in removed:
+        temporary.unlink(missing_ok=True)
+    return removed
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint or weights file with `weights_only=True` (no code runs on load)."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        inside = path / "checkpoints" / "best.pt"
+        hint = inside if inside.is_file() else "<run>/checkpoints/best.pt"
+        raise UserError(f"{path} is a folder, not a checkpoint file; pass {hint}")
     if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}; pass checkpoint=<run>/checkpoints/best.pt")
+        raise UserError(f"checkpoint not found: {path}; pass <run>/checkpoints/best.pt")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty (0 bytes), not a checkpoint; pass another checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for bad or unsafe files
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-        raise UserError(f"cannot load {path} as a weights-only checkpoint: {first_line}") from error
+        raise UserError(f"cannot load {path}: {_load_failure(error)}") from error
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path} holds a {type(loaded).__name__}, not a checkpoint (a dict)")
+    return loaded
+
+
+def _load_failure(error: Exception) -> str:
+    """Why a load failed, in words for a user who cannot change how it is loaded."""
+    text = str(error).strip()
+    if "Weights only load failed" in text:
+        return (
+            "it holds Python objects beyond tensors and plain values, which cnn-train never "
+            "unpickles; pass a cnn-train checkpoint or a state_dict saved with torch.save"
+        )
+    detail = (
+        f"{type(error).__name__}: {text.splitlines()[0][:120]}" if text else type(error).__name__
+    )
+    return f"the file is cut short, damaged or not a PyTorch checkpoint ({detail})"
 
 
 def capture_rng() -> dict[str, Any]:

@@ -21,9 +21,48 @@ from cnn_train.schema import register_configs
 from cnn_train.sweep import write_result
 
 CONFIG_PATH = "pkg://cnn_train.configs"
+CONFIG_MODULE = "cnn_train.configs"
+# Config keys that make Hydra or logging import and call code: never from the command line.
+CODE_KEYS = frozenset({"_target_", "callbacks", "class", "()", "_partial_", "_args_"})
 log = logging.getLogger("cnn_train")
 
 register_configs()
+
+
+def compose_config(name: str, overrides: list[str], *, with_hydra: bool = False) -> DictConfig:
+    """Compose `configs/<name>.yaml` from the installed package with command-line overrides
+    (and Hydra's own `hydra.*` node when `with_hydra`)."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        return compose(config_name=name, overrides=overrides, return_hydra_config=with_hydra)
+
+
+def refuse_code_overrides(arguments: list[str]) -> None:
+    """Command-line text chooses components by name; it never names code to import or run.
+
+    A Hydra callback, `_target_` or logging class on the command line would run any importable
+    function (`+hydra.callbacks.x._target_=...`): refuse it in one line, exit 1.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    candidates = [argument for argument in arguments if not argument.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(candidates)
+    except HydraException:
+        return  # not an override Hydra accepts: Hydra reports it
+    for override in overrides:
+        parts = set(override.key_or_group.replace("/", ".").split("."))
+        text = override.input_line or ""
+        if parts & CODE_KEYS or any(key in text for key in ("_target_", "callbacks")):
+            print(
+                f"error: {text} is not accepted: the command line cannot name code to run "
+                "(callbacks, _target_, logging classes); put trusted settings in your own "
+                "config files (hydra.searchpath)",
+                file=sys.stderr,
+            )
+            sys.exit(1)
 
 
 class JobFailed(Exception):
@@ -96,14 +135,13 @@ def _one_line_override_errors(config_name: str) -> None:
     unknown option of a group, whose list of valid options Hydra prints, are left to Hydra.
     """
     overrides = sys.argv[1:]
+    refuse_code_overrides(overrides)
     if not overrides or any(argument.startswith("-") for argument in overrides):
         return
-    from hydra import compose, initialize_config_module
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
     try:
-        with initialize_config_module(config_module="cnn_train.configs", version_base="1.3"):
-            compose(config_name=config_name, overrides=overrides)
+        compose_config(config_name, overrides)
     except MissingConfigException:
         return
     except ConfigCompositionException as error:
@@ -113,16 +151,29 @@ def _one_line_override_errors(config_name: str) -> None:
         sys.exit(1)
 
 
+def _interruptible(main: Callable[[], Any]) -> None:
+    """Run a Hydra main; a second Ctrl-C (the first stops after a save) exits 130, no traceback."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print(
+            "error: interrupted again before the save finished; the last checkpoint is intact "
+            "(resume from it)",
+            file=sys.stderr,
+        )
+        sys.exit(130)
+
+
 def train() -> None:
     """`cnn-train`: train a model as the composed config says."""
     _one_line_override_errors("train")
-    _train()
+    _interruptible(_train)
 
 
 def evaluate() -> None:
     """`cnn-eval checkpoint=PATH`: re-evaluate a checkpoint."""
     _one_line_override_errors("eval")
-    _eval()
+    _interruptible(_eval)
 
 
 def _run_tool(config_name: str, tool: Callable[[DictConfig], str], usage: str) -> None:
@@ -130,18 +181,17 @@ def _run_tool(config_name: str, tool: Callable[[DictConfig], str], usage: str) -
 
     No run folder is made: these tools only read and print (or write where they are told).
     """
-    from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     if {"-h", "--help"} & set(sys.argv[1:]):
         print(usage)
         return
+    refuse_code_overrides(sys.argv[1:])
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)  # our own messages; other libraries' INFO chatter stays quiet
     try:
-        with initialize_config_module(config_module="cnn_train.configs", version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=sys.argv[1:])
+        cfg = compose_config(config_name, sys.argv[1:])
         print(tool(cfg))
     except UserError as error:
         log.error(f"error: {error}")
@@ -155,9 +205,12 @@ def _run_tool(config_name: str, tool: Callable[[DictConfig], str], usage: str) -
 
 
 def _summary(cfg: DictConfig) -> str:
-    from cnn_train.models.summary import summarize
+    from cnn_train.build import model_for_summary
+    from cnn_train.models.summary import format_layer_table
 
-    return summarize(cfg)
+    model, variant, size, classes = model_for_summary(cfg.model, cfg.data)
+    title = f"{cfg.model.name} ({variant} variant, {classes} classes) at {size}x{size}"
+    return format_layer_table(model, size, title)
 
 
 def _predict(cfg: DictConfig) -> str:

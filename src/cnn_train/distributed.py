@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig
 from torch import nn
 
 from cnn_train.errors import ExitRequest, UserError
+from cnn_train.logs import also_log_to, file_log_format
+from cnn_train.models.split import place_model as split_model
+from cnn_train.models.split import split_devices
+
+if TYPE_CHECKING:  # configs are read by key here; the import stays lazy for tools without Hydra
+    from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,21 +44,80 @@ class DistContext:
         return self.rank == 0
 
 
-def resolve_device(cfg: DictConfig, local_rank: int = 0) -> torch.device:
-    """The torch device for `device.name`: auto picks CUDA when a GPU is visible, else the CPU."""
-    if cfg.name == "cpu":
-        return torch.device("cpu")
-    if cfg.name == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("device=cuda but no CUDA GPU is visible; use device=cpu or device=auto")
-        return torch.device("cuda", 0)
-    if cfg.name == "mps":
-        if not torch.backends.mps.is_available():
-            raise UserError("device=mps but no Apple GPU (MPS) is available; use device=cpu")
-        return torch.device("mps")
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
+def _gpu_or_cpu(cfg: DictConfig, local_rank: int) -> torch.device:
+    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _cpu(cfg: DictConfig, local_rank: int) -> torch.device:
     return torch.device("cpu")
+
+
+def _cuda(cfg: DictConfig, local_rank: int) -> torch.device:
+    if not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA GPU is visible; use device=cpu or device=auto")
+    return torch.device("cuda", 0)
+
+
+def _mps(cfg: DictConfig, local_rank: int) -> torch.device:
+    if not torch.backends.mps.is_available():
+        raise UserError("device=mps but no Apple GPU (MPS) is available; use device=cpu")
+    return torch.device("mps")
+
+
+def _split_input(cfg: DictConfig, local_rank: int) -> torch.device:
+    return split_devices(list(cfg.devices))[0]
+
+
+def _move(
+    model: nn.Module, cfg: DictConfig, device: torch.device, channels_last: bool
+) -> nn.Module:
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return model.to(device, memory_format=memory_format)
+
+
+def _split(
+    model: nn.Module, cfg: DictConfig, device: torch.device, channels_last: bool
+) -> nn.Module:
+    return split_model(model, list(cfg.devices))
+
+
+@dataclass(frozen=True)
+class DeviceOption:
+    """What a `device=` option means: the device of a process, how the model is placed on it,
+    and whether the job runs one process per device (data parallel)."""
+
+    resolve: Callable[[DictConfig, int], torch.device]
+    place: Callable[[nn.Module, DictConfig, torch.device, bool], nn.Module] = _move
+    data_parallel: bool = False
+
+
+DEVICES: dict[str, DeviceOption] = {
+    "auto": DeviceOption(_gpu_or_cpu),
+    "cpu": DeviceOption(_cpu),
+    "cuda": DeviceOption(_cuda),
+    "mps": DeviceOption(_mps),
+    "ddp": DeviceOption(_gpu_or_cpu, data_parallel=True),
+    "alexnet_split": DeviceOption(_split_input, place=_split),
+}
+
+
+def device_option(cfg: DictConfig) -> DeviceOption:
+    """The registry entry of `cfg.name`, or a UserError listing the valid names."""
+    if cfg.name not in DEVICES:
+        raise UserError(f"device={cfg.name} is not one of {', '.join(DEVICES)}")
+    return DEVICES[cfg.name]
+
+
+def resolve_device(cfg: DictConfig, local_rank: int = 0) -> torch.device:
+    """The torch device of `device.name` for this process (auto: CUDA when visible, else CPU)."""
+    return device_option(cfg).resolve(cfg, local_rank)
+
+
+def place_model(
+    model: nn.Module, cfg: DictConfig, device: torch.device, *, channels_last: bool
+) -> nn.Module:
+    """Put `model` where `device=` says (one device, or AlexNet's towers on two)."""
+    return device_option(cfg).place(model, cfg, device, channels_last)
 
 
 def resolve_context(cfg: DictConfig) -> DistContext:
@@ -65,7 +135,7 @@ def wrap_model(model: nn.Module, cfg: DictConfig, ctx: DistContext) -> nn.Module
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    if cfg.get("sync_bn", False):
+    if cfg.sync_bn:
         if ctx.device.type != "cuda":
             raise UserError("device.sync_bn=true needs GPUs (SyncBatchNorm has no CPU kernels)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -82,7 +152,8 @@ def all_gather_objects(value: Any) -> list[Any]:
     return gathered
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -90,14 +161,14 @@ def _free_port() -> int:
 
 def backend_for(cfg: DictConfig) -> str:
     """nccl between GPUs, gloo on the CPU, unless `device.backend` names one."""
-    if cfg.get("backend", "auto") != "auto":
+    if cfg.backend != "auto":
         return str(cfg.backend)
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
 def process_count(cfg: DictConfig) -> int:
     """`device.num_procs`, else one process per visible GPU (two on a machine without one)."""
-    if cfg.get("num_procs"):
+    if cfg.num_procs:
         return int(cfg.num_procs)
     return torch.cuda.device_count() if torch.cuda.is_available() else 2
 
@@ -122,7 +193,26 @@ def init_process_group(cfg: DictConfig) -> None:
         torch.cuda.set_device(local_rank)
     else:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    dist.init_process_group(backend_for(cfg), timeout=timedelta(minutes=10))
+    timeout = timedelta(minutes=10)
+    dist.init_process_group(backend_for(cfg), timeout=timeout, **_this_attempts_store(timeout))
+
+
+def _this_attempts_store(timeout: timedelta) -> dict[str, Any]:
+    """torchrun's shared store, seen through a prefix of its own for each restart of the group.
+
+    torchrun's agent keeps one TCPStore for every restart of its workers, and the process group
+    writes the same keys each time: without the prefix a restarted group reads the dead group's
+    addresses (gloo: "connectFullMesh ... Connection refused", or a wait until the timeout).
+    The restart count is the same on every node with the static rendezvous and on one node;
+    across nodes with `--rdzv-backend=c10d` it is not, so there set
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (a fresh store each round, no prefix needed).
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return {}
+    store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    prefixed = dist.PrefixStore(f"cnn_train/restart{attempt}", store)
+    return {"store": prefixed, "rank": rank, "world_size": world_size}
 
 
 def _die_with_parent() -> None:
@@ -162,7 +252,7 @@ def spawn_workers(world_size: int, job: Callable[..., Any], *args: Any) -> None:
 
     context = mp.start_processes(
         _worker,
-        args=(world_size, _free_port(), job, args),
+        args=(world_size, free_port(), job, args),
         nprocs=world_size,
         join=False,
         start_method="spawn",
@@ -185,3 +275,68 @@ def spawn_workers(world_size: int, job: Callable[..., Any], *args: Any) -> None:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+TrainFunction = Callable[["DictConfig", Path, DistContext], dict[str, Any]]
+
+
+def _run_rank(train: TrainFunction, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    init_process_group(cfg.device)
+    try:
+        ctx = resolve_context(cfg.device)
+        if not ctx.is_main:
+            logging.getLogger().setLevel(logging.WARNING)
+        return train(cfg, run_dir, ctx)
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawned_rank(
+    train: TrainFunction, cfg: DictConfig, run_dir: Path, result_path: Path, log_format: str
+) -> None:
+    """A worker process: log like the parent job, train, report rank 0's summary in a file."""
+    rank = int(os.environ["RANK"])
+    root = logging.getLogger()
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(
+        logging.Formatter("%(message)s" if rank == 0 else f"[rank {rank}] %(message)s")
+    )
+    root.addHandler(console)
+    root.setLevel(logging.INFO)
+    if rank == 0:
+        also_log_to(run_dir / "train.log", log_format)
+    try:
+        summary = _run_rank(train, cfg, run_dir)
+    except UserError as error:
+        log.error(f"error: {error}")
+        sys.exit(1)
+    except ExitRequest as error:
+        if rank == 0:
+            log.warning(str(error))
+        sys.exit(error.exit_code)
+    if rank == 0:
+        result_path.write_text(json.dumps(summary))
+
+
+def launch(cfg: DictConfig, run_dir: Path, train: TrainFunction) -> dict[str, Any]:
+    """Run `train` as `device=` says: here, as one rank of a torchrun/SLURM job, or in workers.
+
+    With a data-parallel device and no launcher around it, this process starts one worker per GPU
+    (or `device.num_procs` on the CPU) and returns rank 0's summary.
+    """
+    if not device_option(cfg.device).data_parallel:
+        return train(cfg, run_dir, resolve_context(cfg.device))
+    if launched_by_torchrun():
+        return _run_rank(train, cfg, run_dir)
+    with tempfile.TemporaryDirectory() as scratch:
+        result_path = Path(scratch) / "summary.json"
+        spawn_workers(
+            process_count(cfg.device),
+            _spawned_rank,
+            train,
+            cfg,
+            run_dir,
+            result_path,
+            file_log_format(),
+        )
+        return json.loads(result_path.read_text())

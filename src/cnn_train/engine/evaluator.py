@@ -16,7 +16,7 @@ from cnn_train.distributed import resolve_device
 from cnn_train.engine.loop import evaluate
 from cnn_train.engine.precision import resolve_precision, use_channels_last
 from cnn_train.errors import UserError
-from cnn_train.schema import PRECISIONS, validate_data
+from cnn_train.validation import PRECISIONS, validate_data
 
 
 def eval_data_config(saved: DictConfig, overrides: DictConfig) -> DictConfig:
@@ -56,6 +56,7 @@ def run_eval(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = built.model.to(device, memory_format=memory_format)
+    # auto: the precision the run validated in (resolved and saved with it), whatever this CPU has
     precision_name = saved.trainer.precision if cfg.precision == "auto" else cfg.precision
     precision = resolve_precision(precision_name, device)
     batch_size = data_cfg.eval_batch_size or data_cfg.batch_size

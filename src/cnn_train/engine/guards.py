@@ -41,11 +41,16 @@ class StopSignal:
             signal.signal(number, handler)  # type: ignore[arg-type]
 
 
+# Device types whose flags are read one step late, so that the loop never waits for the device.
+DEFERRED_DEVICE_TYPES = frozenset({"cuda"})
+
+
 class StepGuard:
     """Checks after every step whether to stop; all ranks of a data-parallel job agree.
 
     On a GPU the check reads the flags of the previous step, copied to the host without
-    blocking, so the loop never waits for the device; it still stops within one step.
+    blocking, so the loop never waits for the device; it still stops within one step, and
+    `settle()` reads the last step's flags at once before anything is saved.
     """
 
     def __init__(self, device: torch.device, stop: StopSignal, *, check_finite: bool) -> None:
@@ -53,14 +58,16 @@ class StepGuard:
         self.stop = stop
         self.check_finite = check_finite
         self.distributed = dist.is_available() and dist.is_initialized()
-        self._pending: tuple[torch.Tensor, torch.cuda.Event] | None = None
+        self.deferred = device.type in DEFERRED_DEVICE_TYPES
+        self._pending: tuple[torch.Tensor, torch.cuda.Event | None, int] | None = None
 
-    def after_step(self, loss: torch.Tensor) -> str | None:
-        """`"signal"`, `"nonfinite"` or None, for the latest step (or the one before, on a GPU)."""
-        if not self.distributed and self.device.type == "cpu":
+    def after_step(self, loss: torch.Tensor, step: int) -> tuple[str, int] | None:
+        """`("signal" | "nonfinite", step it concerns)` or None, for this step or the one before."""
+        if not self.distributed and not self.deferred:
             if self.stop.received is not None:
-                return "signal"
-            return "nonfinite" if self.check_finite and not torch.isfinite(loss) else None
+                return "signal", step
+            nonfinite = self.check_finite and not torch.isfinite(loss)
+            return ("nonfinite", step) if nonfinite else None
         flags = torch.zeros(2, device=self.device)
         if self.check_finite:
             flags[0] = (~torch.isfinite(loss.detach())).float()
@@ -68,22 +75,44 @@ class StepGuard:
             flags[1] = 1.0
         if self.distributed:
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        if self.device.type != "cuda":
-            return self._reason(flags)
+        if not self.deferred:
+            return self._reason(flags, step)
         previous = self._pending
-        host = torch.empty(2, pin_memory=True)
+        host = torch.empty(2, pin_memory=self.device.type == "cuda")
         host.copy_(flags, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        self._pending = (host, event)
-        if previous is None:
+        event = torch.cuda.Event() if self.device.type == "cuda" else None
+        if event is not None:
+            event.record()
+        self._pending = (host, event, step)
+        return self._read(previous)
+
+    def settle(self) -> tuple[str, int] | None:
+        """The verdict on the last step whose flags are still in flight (one sync; before saves)."""
+        pending, self._pending = self._pending, None
+        return self._read(pending)
+
+    def stop_agreed(self) -> bool:
+        """Whether a stop signal reached this process or any other rank of the job."""
+        stopping = self.stop.received is not None
+        if not self.distributed:
+            return stopping
+        flag = torch.tensor([float(stopping)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _read(
+        self, pending: tuple[torch.Tensor, torch.cuda.Event | None, int] | None
+    ) -> tuple[str, int] | None:
+        if pending is None:
             return None
-        previous[1].synchronize()
-        return self._reason(previous[0])
+        host, event, step = pending
+        if event is not None:
+            event.synchronize()
+        return self._reason(host, step)
 
     @staticmethod
-    def _reason(flags: torch.Tensor) -> str | None:
+    def _reason(flags: torch.Tensor, step: int) -> tuple[str, int] | None:
         nonfinite, stop = flags.tolist()
         if nonfinite:
-            return "nonfinite"
-        return "signal" if stop else None
+            return "nonfinite", step
+        return ("signal", step) if stop else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -48,3 +49,46 @@ def trim_metrics(metrics_path: Path, first_epoch: int) -> None:
         if line.strip() and json.loads(line)["epoch"] < first_epoch
     ]
     metrics_path.write_text("".join(line + "\n" for line in kept))
+
+
+RESUME_SECTIONS = ("model", "data", "optimizer", "scheduler")
+# Settings a resumed run may change: where the data is read from and how, and the run's length.
+CHANGEABLE_ON_RESUME = frozenset(
+    {"data.root", "data.num_workers", "data.download", "model.weights", "model.freeze_features"}
+)
+
+
+def _flatten(node: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(_flatten(value, f"{prefix}.{key}"))
+    return flat
+
+
+def check_resumable(saved: dict[str, Any], config: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint trained with another model, data, optimizer or schedule, in one line.
+
+    `config` is the new run's resolved config; a longer `trainer.epochs`, a moved `data.root`
+    and another `data.num_workers` are allowed.
+    """
+    if "config" not in saved or "step" not in saved:
+        raise UserError(f"{path} is a weights file, not a cnn-train checkpoint; it cannot resume")
+    old, new = {}, {}
+    for section in RESUME_SECTIONS:
+        old.update(_flatten(saved["config"].get(section, {}), section))
+        new.update(_flatten(config.get(section, {}), section))
+    changed = [
+        f"{key} ({old.get(key)} -> {new.get(key)})"
+        for key in sorted(set(old) | set(new))
+        if key not in CHANGEABLE_ON_RESUME and old.get(key) != new.get(key)
+    ]
+    if changed:
+        shown = ", ".join(changed[:4]) + (
+            f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        )
+        raise UserError(
+            f"{path} was trained with other settings: {shown}; resume with the run's own "
+            "settings, or start a new run without resume="
+        )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 from torch.optim import lr_scheduler
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -15,16 +15,44 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from cnn_train.engine.precision import Precision
 from cnn_train.optim import Schedule
 
+if TYPE_CHECKING:  # configs are read by key here; the import stays lazy for tools without Hydra
+    from omegaconf import DictConfig
 
-def build_mixing(data: DictConfig, num_classes: int) -> nn.Module | None:
+
+@dataclass(frozen=True)
+class StepSettings:
+    """What a step does besides forward, backward and the optimizer (the run's config says)."""
+
+    label_smoothing: float
+    accumulate_steps: int
+    grad_clip_norm: float | None
+    ema_decay: float | None
+    mixup_alpha: float
+    cutmix_alpha: float
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> StepSettings:
+        """The settings of a composed train config (`trainer.*`, `data.mixup/cutmix_alpha`)."""
+        trainer = cfg.trainer
+        return cls(
+            label_smoothing=trainer.label_smoothing,
+            accumulate_steps=trainer.accumulate_steps,
+            grad_clip_norm=trainer.grad_clip_norm,
+            ema_decay=trainer.ema_decay,
+            mixup_alpha=cfg.data.mixup_alpha,
+            cutmix_alpha=cfg.data.cutmix_alpha,
+        )
+
+
+def build_mixing(settings: StepSettings, num_classes: int) -> nn.Module | None:
     """torchvision's batch MixUp and/or CutMix (one at random per batch when both are on)."""
     from torchvision.transforms import v2
 
     mixers: list[nn.Module] = []
-    if data.get("mixup_alpha", 0.0) > 0:
-        mixers.append(v2.MixUp(alpha=data.mixup_alpha, num_classes=num_classes))
-    if data.get("cutmix_alpha", 0.0) > 0:
-        mixers.append(v2.CutMix(alpha=data.cutmix_alpha, num_classes=num_classes))
+    if settings.mixup_alpha > 0:
+        mixers.append(v2.MixUp(alpha=settings.mixup_alpha, num_classes=num_classes))
+    if settings.cutmix_alpha > 0:
+        mixers.append(v2.CutMix(alpha=settings.cutmix_alpha, num_classes=num_classes))
     if not mixers:
         return None
     return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
@@ -37,7 +65,7 @@ class Stepper:
         self,
         model: nn.Module,
         raw_model: nn.Module,
-        cfg: DictConfig,
+        settings: StepSettings,
         *,
         precision: Precision,
         optimizer: torch.optim.Optimizer,
@@ -48,16 +76,16 @@ class Stepper:
         self.model, self.raw_model = model, raw_model
         self.precision, self.optimizer, self.schedule = precision, optimizer, schedule
         self.scaler = precision.grad_scaler()
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
-        self.accumulate = cfg.trainer.accumulate_steps
-        self.clip = cfg.trainer.grad_clip_norm
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+        self.accumulate = settings.accumulate_steps
+        self.clip = settings.grad_clip_norm
         self.channels_last = channels_last
-        self.mixing = build_mixing(cfg.data, num_classes)
+        self.mixing = build_mixing(settings, num_classes)
         self.ema: AveragedModel | None = None
-        if cfg.trainer.ema_decay:
+        if settings.ema_decay:
             self.ema = AveragedModel(
                 raw_model,
-                multi_avg_fn=get_ema_multi_avg_fn(cfg.trainer.ema_decay),
+                multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay),
                 use_buffers=True,
             )
         self.micro_batches = 0
@@ -118,8 +146,7 @@ class Stepper:
         """
         if same_schedule:
             self.optimizer.load_state_dict(saved["optimizer"])
-            if saved.get("scheduler"):
-                self.schedule.load_state_dict(saved["scheduler"])
+            self.schedule.load_state_dict(saved["scheduler"])
         else:
             # Advance the new schedule on the fresh optimizer (schedules compound the current LR),
             # then take the saved optimizer state but keep the new schedule's hyperparameters.
@@ -129,7 +156,7 @@ class Stepper:
                 warnings.simplefilter("ignore", UserWarning)
                 for _ in range(saved["step"]):
                     self.schedule.step_iteration()
-                epochs_done = saved["epoch"] + (1 if saved.get("epoch_done", True) else 0)
+                epochs_done = saved["epoch"] + (1 if saved["epoch_done"] else 0)
                 if not isinstance(self.schedule.scheduler, lr_scheduler.ReduceLROnPlateau):
                     for _ in range(epochs_done):
                         self.schedule.step_epoch()
@@ -140,7 +167,8 @@ class Stepper:
             self.optimizer.load_state_dict(saved["optimizer"])
             for group, setting in zip(self.optimizer.param_groups, settings, strict=True):
                 group.update(setting)
-        self.scaler.load_state_dict(saved.get("scaler") or {})
-        if self.ema is not None and saved.get("ema"):
+        if saved["scaler"]:
+            self.scaler.load_state_dict(saved["scaler"])
+        if self.ema is not None and saved["ema"]:
             self.ema.module.load_state_dict(saved["ema"])
-            self.ema.n_averaged.fill_(saved.get("ema_updates", 1))
+            self.ema.n_averaged.fill_(saved["ema_updates"])
