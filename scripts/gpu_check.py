@@ -37,6 +37,7 @@ from cnn_train.engine.stepper import Stepper, StepSettings
 from cnn_train.models import build_model
 from cnn_train.models.split import group_state_dict, place_model
 from cnn_train.optim import Schedule
+from cnn_train.table import text_table
 
 MODELS = ("alexnet", "vgg16", "resnet34")
 MODES: dict[str, tuple[str, bool, bool]] = {
@@ -348,11 +349,10 @@ def format_table(rows: list[Row], header: str) -> str:
         )
         for row in rows
     ]
+    first, *rest = text_table([columns, *cells], separator=" | ")
     widths = [max(len(c[i]) for c in [columns, *cells]) for i in range(len(columns))]
-    lines = [header, " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines.append("-+-".join("-" * w for w in widths))
-    lines += [" | ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)) for cell in cells]
-    return "\n".join(line.rstrip() for line in lines)
+    rule = "-+-".join("-" * width for width in widths)
+    return "\n".join([header, first, rule, *rest])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

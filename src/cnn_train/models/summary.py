@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnn_train.table import text_table
+
 SHOWN = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d)
 
 
@@ -142,8 +144,7 @@ def format_layer_table(model: nn.Module, image_size: int, title: str) -> str:
     params = sum(p.numel() for p in model.parameters())
     table.append(("total", "", "", "", "", f"{params:,}", f"{flops:,}"))
     keep = [i for i in range(len(table[0])) if any(line[i] for line in table[1:])]
-    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    lines = ["  ".join(line[i].ljust(widths[i]) for i in keep).rstrip() for line in table]
+    lines = text_table([[line[i] for i in keep] for line in table])
     rule = "-" * max(len(line) for line in lines)
     footer = (
         f"{params:,} parameters, {flops / 1e9:.3g} GFLOPs per image "
