@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import signal
+import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import yaml
@@ -93,8 +97,33 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def cancel_on_interrupt(submitit_dir: Path) -> None:
+    """Make Ctrl-C on the waiting `cnn-train -m` cancel the SLURM jobs it queued, then exit 130.
+
+    submitit keeps a folder per job id (`123_0`, and `123` for the array) under `submitit_dir`.
+    """
+
+    def cancel(signal_number: int, frame: FrameType | None) -> None:
+        folders = submitit_dir.glob("*") if submitit_dir.is_dir() else []
+        jobs = sorted(path.name for path in folders if re.fullmatch(r"\d+(_\d+)?", path.name))
+        if jobs:
+            subprocess.run(["scancel", *jobs], capture_output=True, check=False)
+            print(f"interrupted: cancelled the SLURM jobs {' '.join(jobs)}", file=sys.stderr)
+        sys.exit(130)
+
+    signal.signal(signal.SIGINT, cancel)
+
+
 class SweepSummary(Callback):
-    """At the end of a multirun: print the jobs' table, write summary.csv, exit 1 if any failed."""
+    """At the end of a multirun: print the jobs' table, write summary.csv, exit 1 if any failed.
+
+    Through SLURM (`hydra/launcher=slurm`), Ctrl-C while the sweep waits cancels its jobs.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        launcher = config.hydra.get("launcher") or {}
+        if str(launcher.get("_target_", "")).endswith(".SlurmLauncher"):
+            cancel_on_interrupt(Path(str(launcher.submitit_folder)).parent)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
