@@ -36,6 +36,32 @@ HPARAM_KEYS = (
     "trainer.epochs",
 )
 PACKAGES = ("cnn-train", "torch", "torchvision", "hydra-core", "omegaconf", "tensorboard")
+# TensorBoard tag -> metrics.jsonl key, once per epoch. Housekeeping goes under `vitals/`, which
+# sorts after `train/` and `val/`: the Time Series page opens the first two groups it lists.
+EPOCH_TAGS = {
+    "train/loss": "train_loss",
+    "train/acc1": "train_acc1",
+    "val/loss": "val_loss",
+    "val/acc1": "val_acc1",
+    "val/acc5": "val_acc5",
+    "val_ema/loss": "val_ema_loss",
+    "val_ema/acc1": "val_ema_acc1",
+    "val_ema/acc5": "val_ema_acc5",
+    "vitals/images_per_sec": "images_per_sec",
+    "vitals/epoch_time_s": "epoch_time_s",
+    "vitals/skipped_files": "skipped_files",
+}
+STEP_TAGS = {"lr": "train/lr"}
+# The Custom Scalars dashboard: tag regexes (matched from the start of each run's tags), so a
+# sweep's runs each add their own series, and every run writes the same layout (merged as one).
+LAYOUT = {
+    "training curves": {
+        "loss": ["Multiline", ["train/loss$", "val/loss$", "val_ema/loss$"]],
+        "top-1 accuracy": ["Multiline", ["train/acc1$", "val/acc1$", "val_ema/acc1$"]],
+        "top-5 accuracy": ["Multiline", ["val/acc5$", "val_ema/acc5$"]],
+        "learning rate": ["Multiline", ["train/lr$"]],
+    }
+}
 
 
 def progress(iterable: Iterable[T], *, total: int, desc: str) -> tqdm:
@@ -90,31 +116,22 @@ class RunTracker:
 
         self.metrics_path = run_dir / "metrics.jsonl"
         self.writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=purge_step)
+        if purge_step is None:  # a resumed run has its layout in its first event file
+            self.writer.add_custom_scalars(LAYOUT)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        """Add TensorBoard scalars, one per tag, at a global step."""
-        for tag, value in values.items():
-            self.writer.add_scalar(tag, value, step)
+        """Add TensorBoard scalars at a global step; `lr` (the step's LR) goes to `train/lr`."""
+        for key, value in values.items():
+            self.writer.add_scalar(STEP_TAGS.get(key, key), value, step)
 
     def log_epoch(self, record: dict[str, Any]) -> None:
-        """Append an epoch's record to metrics.jsonl and its scalars to TensorBoard."""
+        """Append an epoch's record to metrics.jsonl and its scalars to TensorBoard.
+
+        The record's `lr` stays out of TensorBoard: `train/lr` has the LR of every logged step.
+        """
         with open(self.metrics_path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
-        tags = {
-            "train/loss": "train_loss",
-            "train/acc1": "train_acc1",
-            "val/loss": "val_loss",
-            "val/acc1": "val_acc1",
-            "val/acc5": "val_acc5",
-            "val_ema/loss": "val_ema_loss",
-            "val_ema/acc1": "val_ema_acc1",
-            "val_ema/acc5": "val_ema_acc5",
-            "lr": "lr",
-            "images_per_sec": "images_per_sec",
-            "epoch_time_s": "epoch_time_s",
-            "data/skipped_files": "skipped_files",
-        }
-        present = {tag: record[key] for tag, key in tags.items() if key in record}
+        present = {tag: record[key] for tag, key in EPOCH_TAGS.items() if key in record}
         self.scalars(present, record["step"])
         self.writer.flush()
 
@@ -164,7 +181,7 @@ class RunTracker:
         for name, parameter in model.named_parameters():
             self.writer.add_histogram(f"weights/{name}", parameter.detach().float().cpu(), step)
         if grad_norms is not None:
-            self.writer.add_histogram("gradients/norm", grad_norms.cpu(), step)
+            self.writer.add_histogram("vitals/grad_norm", grad_norms.cpu(), step)
 
     def close(self) -> None:
         """Flush and close the event file."""
@@ -211,22 +228,19 @@ def run_hparams(run_dir: Path, config: dict[str, Any]) -> dict[str, float | int 
 def write_hparams(
     writer: SummaryWriter, run_dir: Path, config: dict[str, Any], best: dict[str, Any], step: int
 ) -> None:
-    """Write the run's hparams and final val metrics into the run's own event file.
+    """Write the run's hparams, and its best val top-1 as `val/best_acc1`, into its event file.
 
     `SummaryWriter.add_hparams` would open a second event file in a subfolder (a second run in
     TensorBoard); writing the three hparams summaries through the run's file writer keeps one.
     """
     from torch.utils.tensorboard.summary import hparams
 
-    metrics = {"hparams/best_val_acc1": float(best["val_acc1"])}
+    writer.add_scalar("val/best_acc1", float(best["val_acc1"]), step)
+    metric_tags = ["val/best_acc1"]
     metrics_path = run_dir / "metrics.jsonl"
-    lines = metrics_path.read_text().splitlines() if metrics_path.is_file() else []
-    if lines:
-        last = json.loads(lines[-1])
-        metrics["hparams/val_acc1"] = float(last["val_acc1"])
-        metrics["hparams/val_loss"] = float(last["val_loss"])
-    for tag, value in metrics.items():
-        writer.add_scalar(tag, value, step)
-    for summary in hparams(run_hparams(run_dir, config), metrics):
+    if metrics_path.is_file() and metrics_path.read_text().strip():
+        metric_tags += ["val/acc1", "val/loss"]
+    # Only the tags are written: the HParams tab shows each tag's last value in the run.
+    for summary in hparams(run_hparams(run_dir, config), dict.fromkeys(metric_tags, 0.0)):
         writer.file_writer.add_summary(summary)
     writer.flush()
