@@ -8,14 +8,40 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torch.nn.modules.module import register_module_forward_hook
 
 from cnn_train.engine.trainer import fit
 from tests.helpers import read_metrics
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
-def test_each_precision_trains_on_the_cpu(train_config, tmp_path: Path, precision: str) -> None:
-    fit(train_config(f"trainer.precision={precision}", "trainer.max_steps=2"), tmp_path)
+@pytest.mark.parametrize(
+    ("precision", "dtype"),
+    [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)],
+)
+def test_each_precision_computes_in_its_dtype_on_the_cpu(
+    train_config, tmp_path: Path, precision: str, dtype: torch.dtype
+) -> None:
+    computed: set[tuple[str, str, torch.dtype]] = set()
+
+    def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            phase = "train" if module.training and torch.is_grad_enabled() else "eval"
+            computed.add((phase, type(module).__name__, output.dtype))
+
+    handle = register_module_forward_hook(record)
+    try:
+        overrides = (
+            f"trainer.precision={precision}",
+            "trainer.max_steps=2",
+            "tracking.graph=false",
+        )
+        fit(train_config(*overrides), tmp_path)
+    finally:
+        handle.remove()
+    assert computed == {
+        (phase, layer, dtype) for phase in ("train", "eval") for layer in ("Conv2d", "Linear")
+    }
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert state["config"]["trainer"]["precision"] == precision
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
@@ -97,8 +123,8 @@ def test_tensorboard_holds_the_documented_tags_by_step(train_config, tmp_path: P
         "val/loss",
         "val/acc1",
         "val/acc5",
-        "lr",
-        "images_per_sec",
+        "train/lr",
+        "vitals/images_per_sec",
         "train/batch_loss",
         "val_class_acc1/class_3",
     ):
@@ -106,5 +132,5 @@ def test_tensorboard_holds_the_documented_tags_by_step(train_config, tmp_path: P
     assert [event.step for event in events.Scalars("val/acc1")] == [4, 8]
     assert [event.step for event in events.Scalars("train/batch_loss")] == [2, 4, 6, 8]
     assert {"train/images", "val/confusion_matrix"} <= set(tags["images"])
-    assert "gradients/norm" in tags["histograms"] and "weights/fc.weight" in tags["histograms"]
+    assert "vitals/grad_norm" in tags["histograms"] and "weights/fc.weight" in tags["histograms"]
     assert tags["graph"]

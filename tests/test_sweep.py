@@ -79,9 +79,9 @@ def test_hparams_carry_the_final_val_metrics(train_config, tmp_path: Path) -> No
     assert values["seed"] == 3 and values["optimizer.name"] == "sgd"
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
-    (scalar,) = events.Scalars("hparams/best_val_acc1")
+    (scalar,) = events.Scalars("val/best_acc1")
     assert scalar.value == pytest.approx(best["best_val_acc1"]) and scalar.step == 2
-    assert "hparams/val_loss" in events.Tags()["scalars"]
+    assert "val/loss" in events.Tags()["scalars"]
 
 
 def test_a_job_without_a_result_counts_as_failed(tmp_path: Path) -> None:

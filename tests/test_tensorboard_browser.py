@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import run_cli
+from cnn_train.distributed import free_port
+from tests.helpers import get_json, run_cli
 
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is missing: pip install -e '.[test]'"
@@ -66,17 +66,6 @@ function deep(root, selector, found = []) {
   return found;
 }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -14,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from cnn_train.distributed import free_port
 from cnn_train.engine.trainer import fit
-from tests.helpers import read_metrics
+from tests.helpers import get_json, read_metrics
 
 TENSORBOARD_START_S = 90
 # Two epochs of one step each, without the graph and the image grid: two points to serve.
@@ -26,17 +26,6 @@ SHORT = (
     "tracking.graph=false",
     "tracking.image_grid=false",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def get_json(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
 
 
 def test_tensorboard_serves_the_val_acc1_series(train_config, tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -20,6 +22,7 @@ __all__ = [
     "QUICK",
     "compose_config",
     "console_script",
+    "get_json",
     "read_metrics",
     "run_cli",
     "write_image",
@@ -59,6 +62,12 @@ def run_cli(
         env=environment,
         timeout=300,
     )
+
+
+def get_json(url: str) -> Any:
+    """GET a local URL (a TensorBoard server's API) and parse its JSON."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
