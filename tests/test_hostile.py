@@ -19,7 +19,7 @@ from cnn_train.engine.stepper import Stepper
 from cnn_train.engine.trainer import fit
 from cnn_train.errors import Interrupted, UserError
 from cnn_train.validation import validate_train
-from tests.helpers import QUICK, compose_config, run_cli
+from tests.helpers import QUICK, compose_config, run_cli, write_image, write_tree
 from tests.helpers.runs import LONG_RUN, assert_same_state, finish, start_training
 
 SCRIPTS_AND_ARGS = {
@@ -57,12 +57,6 @@ def test_the_command_line_cannot_name_code_to_run(tmp_path: Path, script: str, c
     done = run_cli(script, *SCRIPTS_AND_ARGS[script], *overrides, cwd=tmp_path)
     assert "the command line cannot name code to run" in one_error_line(done)
     assert victim.read_text() == "precious"
-
-
-def test_the_shipped_sweep_callback_still_runs(tmp_path: Path) -> None:
-    done = run_cli("cnn-train", "-m", *QUICK, "trainer.max_steps=1", "seed=0,1", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert list(tmp_path.glob("outputs/multirun/*/*/summary.csv"))
 
 
 @pytest.mark.parametrize(
@@ -274,3 +268,47 @@ def test_a_second_process_on_a_run_folder_is_refused_naming_the_first(tmp_path: 
     stale.write_bytes(b"x" * 1000)
     finish(run_dir, "resume=auto", "trainer.max_steps=2")
     assert not stale.exists()
+
+
+def test_a_symlink_loop_is_skipped_and_no_file_lands_in_two_splits(tmp_path: Path) -> None:
+    from cnn_train.data.folder import scan_folder
+
+    root = tmp_path / "images"
+    write_tree(root, classes=("a", "b", "c"), per_class=8)
+    (root / "a" / "self").symlink_to(root / "a", target_is_directory=True)
+    (root / "b" / "twin.jpg").symlink_to(root / "c" / "0.jpg")
+    dataset = scan_folder(str(root), val_fraction=0.25)
+    train, val = dataset.splits["train"].paths, dataset.splits["val"].paths
+    real = [os.path.realpath(path) for path in [*train, *val]]
+    assert len(real) == len(set(real)) == 24
+    assert not any("/self/" in path for path in train + val)
+
+
+def test_an_unreadable_class_folder_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    from cnn_train.data import folder as folder_module
+
+    root = tmp_path / "images"
+    write_tree(root, classes=("a", "b"), per_class=4)
+    real_scandir = os.scandir
+
+    def locked(path="."):
+        if str(path).endswith("/b"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(folder_module.os, "scandir", locked)
+    with pytest.raises(UserError, match=r"cannot read .*/b \(Permission denied\)"):
+        folder_module.scan_folder(str(root), val_fraction=0.25)
+
+
+def test_too_few_images_per_class_says_so_in_a_short_line(tmp_path: Path) -> None:
+    from cnn_train.data.folder import scan_folder
+
+    root = tmp_path / "images"
+    for index in range(300):
+        (root / f"class{index:03d}").mkdir(parents=True)
+        write_image(root / f"class{index:03d}" / "only.png", "RGB", seed=index, size=(4, 4))
+    with pytest.raises(UserError) as raised:
+        scan_folder(str(root), val_fraction=0.1)
+    message = str(raised.value)
+    assert "300 images in 300 classes (the smallest has 1)" in message and len(message) < 400

@@ -81,7 +81,7 @@ def check_resumable(saved: dict[str, Any], config: dict[str, Any], path: Path) -
         new.update(_flatten(config.get(section, {}), section))
     changed = [
         f"{key} ({old.get(key)} -> {new.get(key)})"
-        for key in sorted(set(old) | set(new))
+        for key in sorted(set(old) | set(new), key=lambda key: (not key.endswith(".name"), key))
         if key not in CHANGEABLE_ON_RESUME and old.get(key) != new.get(key)
     ]
     if changed:
