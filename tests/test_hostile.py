@@ -39,16 +39,19 @@ def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
     return line
 
 
-@pytest.mark.parametrize("script", sorted(SCRIPTS_AND_ARGS))
+CODE_OVERRIDES = [
+    "+hydra.callbacks.x._target_=builtins.open +hydra.callbacks.x.file=VICTIM "
+    "+hydra.callbacks.x.mode=w",
+    "+hydra.callbacks.x._target_=torch.load +hydra.callbacks.x.f=VICTIM",
+    "hydra.callbacks.sweep_summary._target_=builtins.print",
+    "++hydra.job_logging.handlers.console.class=logging.FileHandler",
+]
+
+
 @pytest.mark.parametrize(
-    "callback",
-    [
-        "+hydra.callbacks.x._target_=builtins.open +hydra.callbacks.x.file=VICTIM "
-        "+hydra.callbacks.x.mode=w",
-        "+hydra.callbacks.x._target_=torch.load +hydra.callbacks.x.f=VICTIM",
-        "hydra.callbacks.sweep_summary._target_=builtins.print",
-        "++hydra.job_logging.handlers.console.class=logging.FileHandler",
-    ],
+    ("script", "callback"),
+    [("cnn-train", code) for code in CODE_OVERRIDES]
+    + [(script, CODE_OVERRIDES[0]) for script in sorted(SCRIPTS_AND_ARGS) if script != "cnn-train"],
 )
 def test_the_command_line_cannot_name_code_to_run(tmp_path: Path, script: str, callback: str):
     victim = tmp_path / "victim.txt"
