@@ -168,7 +168,10 @@ def validate_scheduler(scheduler: DictConfig) -> None:
         scheduler.warmup_epochs >= 0,
         f"scheduler.warmup_epochs must be >= 0, got {scheduler.warmup_epochs}",
     )
-    _in_range(scheduler.warmup_start_factor, 0, 1, "scheduler.warmup_start_factor", high_open=False)
+    require(
+        0 < scheduler.warmup_start_factor <= 1,
+        f"scheduler.warmup_start_factor must be in (0, 1], got {scheduler.warmup_start_factor}",
+    )
     for key in ("step_size", "gamma", "div_factor", "final_div_factor"):
         if key in scheduler:
             _positive(scheduler[key], f"scheduler.{key}")
