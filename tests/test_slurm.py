@@ -183,7 +183,7 @@ def test_an_interrupted_job_is_requeued_and_resumes_bitwise_equal(
     while not list(sweep.glob("0_*")) and time.monotonic() < deadline:
         time.sleep(0.2)
     (job_dir,) = sweep.glob("0_*")
-    wait_for_mid_epoch_checkpoint(job_dir, step=6)
+    wait_for_mid_epoch_checkpoint(job_dir, step=2)
     (job,) = job_ids(sweep)
     subprocess.run([*interrupt, job], check=True)
     skip_the_requeue_hold(job)
