@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -11,10 +13,15 @@ from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
 from torchvision.datasets.folder import find_classes, make_dataset
 
+from cnn_train.data.decode import decode_files, too_many_bad_files
+from cnn_train.data.memory import LabelledImages
 from cnn_train.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cnn_train.errors import UserError
 
+log = logging.getLogger(__name__)
+
 SPLIT_SEED = 0
+DECODE_BUDGET_MB = 2048  # `data.decode_budget_mb`: CIFAR-10's 50,000 images take 154 MB at 32 px
 LAYOUT = (
     "expected root/<class>/<image> or root/train/<class>/<image> "
     "(optional root/val/<class>/..., root/test/<class>/...)"
@@ -33,14 +40,73 @@ class ImageFiles:
 
 
 @dataclass
+class DecodedSplit:
+    """One split decoded at one size: the readable images, and the files that failed."""
+
+    data: LabelledImages
+    failures: list[str]
+
+
+@dataclass
 class FileDataset:
-    """All splits of a folder dataset, its class names and the mean/std to normalize with."""
+    """All splits of a folder dataset, its class names and the mean/std to normalize with.
+
+    Splits whose decoded images fit `decode_budget_mb` can be decoded once and held in memory.
+    """
 
     splits: dict[str, ImageFiles]
     class_names: list[str]
     native_size: int
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    decode_budget_mb: float = DECODE_BUDGET_MB
+    _decoded: dict[tuple[str, int], DecodedSplit] = field(default_factory=dict, repr=False)
+
+    def decoded_mb(self, size: int) -> float:
+        """The memory all splits take decoded at size x size, in MB (10^6 bytes)."""
+        return sum(len(files) for files in self.splits.values()) * 3 * size * size / 1e6
+
+    def fits_in_memory(self, size: int) -> bool:
+        """Whether all splits decoded at `size` fit `decode_budget_mb`."""
+        return self.decoded_mb(size) <= self.decode_budget_mb
+
+    def in_memory_split(
+        self, split: str, size: int, *, max_bad_fraction: float, world_size: int = 1
+    ) -> tuple[LabelledImages, int]:
+        """`split` decoded once at `size` (the processes of a job share the cores to decode it),
+        and how many of its files were left out as unreadable."""
+        decoded = self.decode(split, size, threads=max(1, _cores() // world_size))
+        error = too_many_bad_files(len(decoded.failures), len(self.splits[split]), max_bad_fraction)
+        if error is not None:
+            raise error
+        return decoded.data, len(decoded.failures)
+
+    def decode(self, split: str, size: int, *, threads: int) -> DecodedSplit:
+        """Decode `split` at size x size once (in parallel); unreadable files are left out."""
+        key = (split, size)
+        if key not in self._decoded:
+            files = self.splits[split]
+            start = time.perf_counter()
+            images, failures = decode_files(
+                files.paths, size, threads=threads, desc=f"decoding {split}"
+            )
+            for failure in failures.values():
+                log.warning(f"skipped unreadable image {failure}")
+            data = LabelledImages(images, files.labels)
+            if failures:
+                keep = [index for index in range(len(files)) if index not in failures]
+                data = LabelledImages(images[keep], files.labels[keep])
+            self._decoded[key] = DecodedSplit(data, list(failures.values()))
+            log.info(
+                f"decoded the {split} split once: {len(data)} images at {size} px, "
+                f"{data.images.numel() / 1e6:.0f} MB, {time.perf_counter() - start:.1f} s"
+            )
+        return self._decoded[key]
+
+
+def _cores() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def _visible(path: str) -> bool:

@@ -49,9 +49,8 @@ class InMemoryLoader:
 
     Grayscale images are repeated to 3 channels. Order and augmentation depend only on
     (seed, epoch, batch position, rank): the same batches come out whatever else runs.
+    `skipped_files` counts the files of a decoded folder split that were left out as unreadable.
     """
-
-    skipped_files = 0
 
     def __init__(
         self,
@@ -68,8 +67,10 @@ class InMemoryLoader:
         augment: str = "none",
         rank: int = 0,
         world_size: int = 1,
+        skipped_files: int = 0,
     ) -> None:
         self.images = resize_uint8(data.images, image_size).to(device)
+        self.skipped_files = skipped_files
         self.labels = data.labels.to(device)
         self.batch_size = batch_size
         self.shuffle = shuffle

@@ -8,12 +8,11 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cnn_train.data.decode import BadImageError, read_rgb
+from cnn_train.data.decode import BadImageError, read_rgb, too_many_bad_files
 from cnn_train.data.folder import ImageFiles
 from cnn_train.data.memory import LabelledImages
 from cnn_train.data.order import batch_count, mixed_seed, pass_indices
 from cnn_train.data.transforms import Normalize
-from cnn_train.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +127,7 @@ class StreamLoader:
         )
         self.device = device
         self.normalize = normalize
-        self.max_bad = max_bad_fraction * len(samples)
+        self.max_bad_fraction = max_bad_fraction
         self._size = len(samples)
         self.skipped_files = 0
         self.loader = DataLoader(
@@ -158,12 +157,9 @@ class StreamLoader:
             for failure in bad:
                 log.warning(f"skipped unreadable image {failure}")
             self.skipped_files += len(bad)
-            if self.skipped_files > self.max_bad:
-                raise UserError(
-                    f"{self.skipped_files} of {self._size} image files could not be read, more "
-                    f"than data.max_bad_fraction={self.max_bad / self._size:g}; fix or remove "
-                    "them (the log names each one), or raise data.max_bad_fraction"
-                )
+            error = too_many_bad_files(self.skipped_files, self._size, self.max_bad_fraction)
+            if error is not None:
+                raise error
             if len(labels):
                 yield (
                     self.normalize(images.to(self.device, non_blocking=True)),
