@@ -5,15 +5,18 @@
 2. Folder path: decoded-and-augmented images per second on one core for the `imagenet` preset,
    ours (torchvision.io.decode_jpeg + v2 transforms) against a plain torchvision ImageFolder with
    PIL transforms, on the same generated 500x375 JPEGs; plus JPEG decoding alone, both ways.
-3. With --cifar-root: the data pipeline's share of a `cifar10_folder` training step on real files.
+3. With --cifar-root: the data pipeline's share of a `cifar10_folder` training step on real files,
+   and 4. the time, memory and rate of decoding them once on every core (as a folder that fits
+   `data.decode_budget_mb` is before training).
 
-Everything runs on one thread (images per second per core). Prints one JSON object at the end.
+Parts 1-3 run on one thread (images per second per core). Prints one JSON object at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -27,7 +30,7 @@ from torchvision import datasets
 from torchvision import transforms as v1
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from cnn_train.data.decode import read_rgb
+from cnn_train.data.decode import decode_files, read_rgb
 from cnn_train.data.folder import scan_folder
 from cnn_train.data.memory import InMemoryLoader, LabelledImages
 from cnn_train.data.stream import ImageSamples, StreamLoader
@@ -211,6 +214,23 @@ def bench_cifar_folder(root: str, batch_size: int, steps: int, workers: int) -> 
     }
 
 
+def bench_decode_once(root: str, count: int) -> dict[str, float]:
+    """Decoding `count` real JPEGs once at 32 px on a pool of every core (a folder that fits
+    `data.decode_budget_mb`): seconds, MB held, images/s."""
+    paths = scan_folder(root, 0.1).splits["train"].paths[:count]
+    threads = len(os.sched_getaffinity(0))
+    start = time.perf_counter()
+    images, failures = decode_files(paths, 32, threads=threads, desc="decoding")
+    seconds = time.perf_counter() - start
+    return {
+        "decode_once_images": len(paths) - len(failures),
+        "decode_once_threads": threads,
+        "decode_once_s": seconds,
+        "decode_once_mb": images.numel() / 1e6,
+        "decode_once_img_per_s": len(paths) / seconds,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
@@ -220,6 +240,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="passes; the fastest counts")
     parser.add_argument("--cifar-root", help="CIFAR-10 JPEG class folders (e.g. .../train)")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers for part 3")
+    parser.add_argument("--decode-count", type=int, default=50_000, help="JPEGs for part 4")
     parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "folder"])
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -232,6 +253,7 @@ def main() -> None:
         print(json.dumps(result), flush=True)
     if args.cifar_root:
         result.update(bench_cifar_folder(args.cifar_root, args.batch_size, 10, args.workers))
+        result.update(bench_decode_once(args.cifar_root, args.decode_count))
     print(json.dumps(result))
 
 
