@@ -8,11 +8,16 @@ from types import FrameType, TracebackType
 import torch
 import torch.distributed as dist
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+from cnn_train.errors import Interrupted
+
+# SIGUSR2: SLURM's warning before a time limit or a preemption (as submitit asks for it). The
+# handler it displaces (submitit's, which requeues the job) gets it once the checkpoint is saved.
+HANDED_ON = (signal.SIGUSR2,) if hasattr(signal, "SIGUSR2") else ()
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *HANDED_ON)
 
 
 class StopSignal:
-    """Turns the first SIGINT/SIGTERM into a request to stop after the current step.
+    """Turns the first SIGINT/SIGTERM/SIGUSR2 into a request to stop after the current step.
 
     A second SIGINT interrupts at once, as Ctrl-C twice does elsewhere.
     """
@@ -39,6 +44,10 @@ class StopSignal:
     ) -> None:
         for number, handler in self._previous.items():
             signal.signal(number, handler)  # type: ignore[arg-type]
+        previous = self._previous.get(self.received or 0)
+        stopped = kind is not None and issubclass(kind, Interrupted)
+        if stopped and self.received in HANDED_ON and callable(previous):
+            previous(self.received, None)
 
 
 # Device types whose flags are read one step late, so that the loop never waits for the device.

@@ -177,10 +177,11 @@ def end_epoch(run: TrainingRun, epoch: int, training: EpochTraining, guard: Step
     is_best = val["acc1"] > run.best_acc1
     if is_best:
         run.best_acc1, run.best_epoch = val["acc1"], epoch
+    confusion = val_sums.confusion_matrix()  # a collective: every rank calls it
     if run.tracker is not None:
         run.tracker.log_epoch(record)
         names = run.built.dataset.class_names
-        run.tracker.log_validation_details(val_sums.confusion_matrix(), names, run.step)
+        run.tracker.log_validation_details(confusion, names, run.step)
         every = run.cfg.tracking.histogram_every
         if every and (epoch + 1) % every == 0:
             run.tracker.log_histograms(run.model, run.stepper.grad_norms, run.step)
