@@ -209,3 +209,14 @@ class OmegaConfYaml:
         from omegaconf import OmegaConf
 
         return OmegaConf.to_yaml(cfg)
+
+
+@pytest.mark.parametrize("counter", ["SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT"])
+def test_a_job_its_launcher_started_again_resumes_without_being_told(
+    train_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, counter: str
+) -> None:
+    fit(train_config(), tmp_path)
+    monkeypatch.setenv(counter, "1")
+    summary = fit(train_config("trainer.epochs=2"), tmp_path)  # no resume= on the command line
+    assert summary["step"] == 8
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -82,7 +83,7 @@ def _run_job(job: Callable[[DictConfig, Path], dict[str, Any]], cfg: DictConfig)
         message = str(error)
     except ExitRequest as error:
         # A signal (130/143) ends a sweep too; a failed data-parallel worker already said why.
-        if str(error):
+        if str(error) and int(os.environ.get("RANK", "0")) == 0:  # one rank says it, not each
             log.warning(str(error))
         if not multirun or isinstance(error, Interrupted) or error.exit_code in (130, 143):
             sys.exit(error.exit_code)

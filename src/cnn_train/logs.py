@@ -18,6 +18,10 @@ def file_log_format() -> str:
 
 def also_log_to(path: Path, log_format: str | None = None) -> None:
     """Append this process's log records to `path` too (a resumed run's or a worker's log)."""
+    root = logging.getLogger()
+    target = str(Path(path).resolve())
+    if any(getattr(h, "baseFilename", None) == target for h in root.handlers):
+        return  # Hydra's own log file already is that file
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter(log_format or file_log_format()))
-    logging.getLogger().addHandler(handler)
+    root.addHandler(handler)

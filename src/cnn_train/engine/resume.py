@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,14 @@ from cnn_train.errors import UserError
 log = logging.getLogger(__name__)
 
 
+RESTART_COUNTERS = ("SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT")
+
+
+def restarted_by_launcher() -> bool:
+    """Whether SLURM (a requeue) or torchrun (a restart of the group) started this job again."""
+    return any(int(os.environ.get(name) or 0) > 0 for name in RESTART_COUNTERS)
+
+
 def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
     """The checkpoint that `cfg.resume` names; None to start fresh.
 
@@ -21,10 +30,12 @@ def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
     folder is the pinned `hydra.run.dir`, or a multirun job's own folder (so a requeued job
     continues itself); another run's folder is never taken over, whatever its config.
     A path: a checkpoint file, or a run folder (its checkpoints/last.pt).
+    A job that SLURM requeued or torchrun restarted resumes as with `auto`, unasked.
     """
-    if not cfg.resume:
+    resume = cfg.resume or ("auto" if restarted_by_launcher() else None)
+    if not resume:
         return None
-    if cfg.resume == "auto":
+    if resume == "auto":
         own = run_dir / "checkpoints" / "last.pt"
         if own.is_file():
             return own
@@ -51,7 +62,7 @@ def trim_metrics(metrics_path: Path, first_epoch: int) -> None:
     metrics_path.write_text("".join(line + "\n" for line in kept))
 
 
-RESUME_SECTIONS = ("model", "data", "optimizer", "scheduler")
+RESUME_SECTIONS = ("model", "data", "optimizer")
 # Settings a resumed run may change: where the data is read from and how, and the run's length.
 CHANGEABLE_ON_RESUME = frozenset(
     {"data.root", "data.num_workers", "data.download", "model.weights", "model.freeze_features"}
@@ -68,14 +79,15 @@ def _flatten(node: Any, prefix: str) -> dict[str, Any]:
 
 
 def check_resumable(saved: dict[str, Any], config: dict[str, Any], path: Path) -> None:
-    """Refuse a checkpoint trained with another model, data, optimizer or schedule, in one line.
+    """Refuse a checkpoint of another model, data, optimizer or kind of schedule, in one line.
 
     `config` is the new run's resolved config; a longer `trainer.epochs`, a moved `data.root`
     and another `data.num_workers` are allowed.
     """
     if "config" not in saved or "step" not in saved:
         raise UserError(f"{path} is a weights file, not a cnn-train checkpoint; it cannot resume")
-    old, new = {}, {}
+    old = {"scheduler.name": saved["config"]["scheduler"]["name"]}  # its state only fits its kind
+    new = {"scheduler.name": config["scheduler"]["name"]}
     for section in RESUME_SECTIONS:
         old.update(_flatten(saved["config"].get(section, {}), section))
         new.update(_flatten(config.get(section, {}), section))
