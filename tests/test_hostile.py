@@ -182,20 +182,19 @@ def test_a_folder_passed_as_a_checkpoint_names_the_file_to_pass(tmp_path, train_
     assert "is a folder" in line and "run/checkpoints/best.pt" in line
 
 
-class PoisonAtCall:
-    """Make the weights NaN just before the n-th training batch (so its loss is NaN)."""
+def poison_at_call(call: int):
+    """A Stepper.train_batch that makes the weights NaN just before the n-th batch."""
+    original, calls = Stepper.train_batch, {"count": 0}
 
-    def __init__(self, call: int) -> None:
-        self.call, self.calls = call, 0
-        self.original = Stepper.train_batch
-
-    def __call__(self, stepper: Stepper, images, targets):
-        self.calls += 1
-        if self.calls == self.call:
+    def train_batch(stepper: Stepper, images, targets):
+        calls["count"] += 1
+        if calls["count"] == call:
             with torch.no_grad():
                 for parameter in stepper.raw_model.parameters():
                     parameter.fill_(float("nan"))
-        return self.original(stepper, images, targets)
+        return original(stepper, images, targets)
+
+    return train_batch
 
 
 @pytest.mark.parametrize(
@@ -211,7 +210,7 @@ def test_a_deferred_nonfinite_check_never_saves_nan_weights(
 ) -> None:
     """The GPU's one-step-late check, forced on the CPU: every save reads the last flag first."""
     monkeypatch.setattr(guards, "DEFERRED_DEVICE_TYPES", frozenset({"cpu"}))
-    monkeypatch.setattr(Stepper, "train_batch", PoisonAtCall(call))
+    monkeypatch.setattr(Stepper, "train_batch", poison_at_call(call))
     cfg = train_config("trainer.epochs=2", *overrides)  # 64 images / 16 = 4 steps an epoch
     with pytest.raises(UserError, match=f"non-finite at step {call};"):
         fit(cfg, tmp_path)

@@ -10,6 +10,7 @@ from cnn_train.engine.trainer import fit
 from cnn_train.errors import UserError
 from cnn_train.models import build_model
 from cnn_train.optim import build_optimizer, build_schedule
+from cnn_train.validation import validate_train
 from tests.helpers import compose_config
 
 
@@ -94,9 +95,8 @@ def test_onecycle_rejects_a_second_warmup() -> None:
 
 def test_negative_warmup_is_a_user_error() -> None:
     cfg = config("scheduler=cosine", "scheduler.warmup_epochs=-1")
-    optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
     with pytest.raises(UserError, match=r"scheduler\.warmup_epochs must be >= 0"):
-        build_schedule(cfg.scheduler, optimizer, 10, 0.1, 5)
+        validate_train(cfg)  # the run checks its config before it builds anything
 
 
 def test_a_plateau_run_resumes_with_its_schedule(train_config, tmp_path) -> None:

@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from cnn_train.engine.evaluator import run_eval
+from cnn_train.engine.precision import cpu_has_native_bf16
 from cnn_train.engine.trainer import fit
 from cnn_train.errors import UserError
 from tests.helpers import compose_config, read_metrics
@@ -155,4 +156,4 @@ def test_the_saved_config_is_plain_and_resolved(trained_run: Path) -> None:
     state = torch.load(trained_run / "checkpoints" / "last.pt", weights_only=True)
     config = OmegaConf.create(state["config"])
     assert config.data.image_size == 8 and config.model.num_classes == 10
-    assert config.trainer.precision == "fp32"
+    assert config.trainer.precision == ("bf16" if cpu_has_native_bf16() else "fp32")  # auto

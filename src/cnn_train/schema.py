@@ -42,6 +42,9 @@ class DataConfig:
     cutmix_alpha: float = 0.0
     in_memory: str = "auto"  # auto | true | false: one uint8 tensor on the device, batch-augmented
     max_bad_fraction: float = 0.01  # stop when more than this share of files cannot be read
+    # Folder datasets: decoded once and held in memory when their images at the working size
+    # fit in this many MB (0: always stream from the files).
+    decode_budget_mb: float = 2048.0
 
 
 @dataclass

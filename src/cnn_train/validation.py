@@ -134,6 +134,10 @@ def validate_data(data: DictConfig) -> None:
     for key in ("mixup_alpha", "cutmix_alpha"):
         require(data[key] >= 0, f"data.{key} must be >= 0, got {data[key]}")
     _in_range(data.max_bad_fraction, 0, 1, "data.max_bad_fraction")
+    require(
+        data.decode_budget_mb >= 0,
+        f"data.decode_budget_mb must be >= 0 (0: always stream), got {data.decode_budget_mb}",
+    )
     if "val_fraction" in data:
         require(
             0 < data.val_fraction < 1,

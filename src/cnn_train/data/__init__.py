@@ -6,7 +6,7 @@ import torch
 from omegaconf import DictConfig
 
 from cnn_train.data.digits import load_digits_dataset
-from cnn_train.data.folder import DECODE_BUDGET_MB, FileDataset, load_folder_dataset
+from cnn_train.data.folder import FileDataset, load_folder_dataset
 from cnn_train.data.imagenet import load_imagenet_dataset
 from cnn_train.data.memory import InMemoryDataset, InMemoryLoader, LabelledImages
 from cnn_train.data.registry import DATASETS, Dataset, get_dataset_builder, register_dataset
@@ -47,11 +47,11 @@ def load_dataset(cfg: DictConfig) -> Dataset:
     dataset = builder(cfg)
     if isinstance(dataset, FileDataset):
         dataset.native_size = PRESET_SIZES[cfg.augment]
-        dataset.decode_budget_mb = cfg.get("decode_budget_mb", DECODE_BUDGET_MB)
+        dataset.decode_budget_mb = cfg.decode_budget_mb
     return dataset
 
 
-def in_memory(dataset: Dataset, augment: str, setting: str, image_size: int = 0) -> bool:
+def in_memory(dataset: Dataset, augment: str, setting: str, image_size: int) -> bool:
     """Whether to batch from memory, from `data.in_memory` (auto/true/false), dataset and preset.
 
     Folder datasets are decoded once when their images at `image_size` fit the decode budget.

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
-from torchvision.datasets.folder import find_classes, make_dataset
+from torchvision.datasets.folder import find_classes
 
 from cnn_train.data.decode import decode_files, too_many_bad_files
 from cnn_train.data.memory import LabelledImages
@@ -21,7 +21,6 @@ from cnn_train.errors import UserError
 log = logging.getLogger(__name__)
 
 SPLIT_SEED = 0
-DECODE_BUDGET_MB = 2048  # `data.decode_budget_mb`: CIFAR-10's 50,000 images take 154 MB at 32 px
 LAYOUT = (
     "expected root/<class>/<image> or root/train/<class>/<image> "
     "(optional root/val/<class>/..., root/test/<class>/...)"
@@ -59,7 +58,7 @@ class FileDataset:
     native_size: int
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
-    decode_budget_mb: float = DECODE_BUDGET_MB
+    decode_budget_mb: float = 0.0  # set from `data.decode_budget_mb` (schema.DataConfig)
     _decoded: dict[tuple[str, int], DecodedSplit] = field(default_factory=dict, repr=False)
 
     def decoded_mb(self, size: int) -> float:
@@ -109,37 +108,82 @@ def _cores() -> int:
     return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
-def _visible(path: str) -> bool:
+def _visible(name: str) -> bool:
     # Every visible file counts, so a stray non-image file is reported as skipped, not ignored.
-    return not os.path.basename(path).startswith(".")
+    return not name.startswith(".")
+
+
+def class_files(class_dir: Path) -> list[str]:
+    """The visible files under one class folder, each real file once, in a fixed order.
+
+    Symlinks are followed, but a link back into a folder already walked (`ln -s . cat/self`)
+    is skipped with a warning instead of listing every file again.
+    """
+    seen_dirs: set[tuple[int, int]] = set()
+    files: list[str] = []
+    for folder, subfolders, names in os.walk(class_dir, followlinks=True, onerror=_unreadable):
+        status = os.stat(folder)
+        if (status.st_dev, status.st_ino) in seen_dirs:
+            log.warning(f"skipped {folder}: a link back into a folder already read")
+            subfolders.clear()
+            continue
+        seen_dirs.add((status.st_dev, status.st_ino))
+        subfolders.sort()
+        files += [os.path.join(folder, name) for name in sorted(names) if _visible(name)]
+    return files
+
+
+def _unreadable(error: OSError) -> None:
+    raise UserError(
+        f"cannot read {error.filename} ({error.strerror}); fix its permissions or move it out of "
+        "data.root"
+    )
+
+
+def unique_files(samples: list[tuple[str, int]], taken: set[str]) -> list[tuple[str, int]]:
+    """Drop files whose real path is already in `taken` (another class or split); add the rest."""
+    kept = []
+    for path, label in samples:
+        real = os.path.realpath(path)
+        if real in taken:
+            log.warning(f"skipped {path}: the same file as one already listed ({real})")
+            continue
+        taken.add(real)
+        kept.append((path, label))
+    return kept
 
 
 def scan_split(
-    directory: Path, class_names: list[str] | None = None, max_per_class: int | None = None
+    directory: Path,
+    class_names: list[str] | None = None,
+    max_per_class: int | None = None,
+    taken: set[str] | None = None,
 ) -> tuple[list[str], ImageFiles]:
-    """Class names and files of one `<class>/<image>` tree (the first `max_per_class` of each)."""
+    """Class names and files of one `<class>/<image>` tree (the first `max_per_class` of each).
+
+    A file already in `taken` (real paths of the splits scanned before) is left out, so no image
+    is in two splits.
+    """
     try:
         names, _ = find_classes(str(directory))
     except FileNotFoundError as error:
         raise UserError(f"no class folders in {directory}; {LAYOUT}") from error
+    except PermissionError as error:
+        raise UserError(
+            f"cannot read {directory} (permission denied); fix its permissions"
+        ) from error
     if class_names is not None and names != class_names:
         raise UserError(
             f"the class folders of {directory} differ from those of train/; {LAYOUT} "
             "with the same class folder names in every split"
         )
-    empty = [name for name in names if not any(_visible(p) for p in os.listdir(directory / name))]
-    if empty:
-        raise UserError(f"class folder {directory / empty[0]} is empty; {LAYOUT}")
-    index = {name: i for i, name in enumerate(names)}
-    samples = make_dataset(str(directory), index, is_valid_file=_visible)
-    if max_per_class:
-        counts = dict.fromkeys(range(len(names)), 0)
-        kept = []
-        for path, label in samples:
-            counts[label] += 1
-            if counts[label] <= max_per_class:
-                kept.append((path, label))
-        samples = kept
+    samples: list[tuple[str, int]] = []
+    for label, name in enumerate(names):
+        files = class_files(directory / name)
+        if not files:
+            raise UserError(f"class folder {directory / name} is empty; {LAYOUT}")
+        samples += [(path, label) for path in files[: max_per_class or None]]
+    samples = unique_files(samples, set() if taken is None else taken)
     paths = [path for path, _ in samples]
     labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
     return names, ImageFiles(paths, labels)
@@ -153,9 +197,11 @@ def stratified_split(files: ImageFiles, fraction: float) -> tuple[ImageFiles, Im
             indices, test_size=fraction, stratify=files.labels.numpy(), random_state=SPLIT_SEED
         )
     except ValueError as error:
+        counts = torch.bincount(files.labels)
         raise UserError(
-            f"cannot hold out data.val_fraction={fraction} of {len(files)} images per class "
-            f"({error}); add images, change data.val_fraction, or add a val/ folder"
+            f"cannot hold out data.val_fraction={fraction} of {len(files)} images in "
+            f"{len(counts)} classes (the smallest has {int(counts.min())}); every class needs "
+            "images on both sides: add images, change data.val_fraction, or add a val/ folder"
         ) from error
     pick = lambda rows: ImageFiles([files.paths[i] for i in rows], files.labels[rows])  # noqa: E731
     return pick(sorted(train)), pick(sorted(val))
@@ -174,14 +220,15 @@ def scan_folder(
     if not base.is_dir():
         raise UserError(f"data.root={root} is not a directory; {LAYOUT}")
     train_dir = base / "train" if (base / "train").is_dir() else base
-    names, train = scan_split(train_dir, max_per_class=max_per_class)
+    taken: set[str] = set()
+    names, train = scan_split(train_dir, max_per_class=max_per_class, taken=taken)
     splits: dict[str, ImageFiles] = {}
     if train_dir != base and (base / "val").is_dir():
-        splits["train"], splits["val"] = train, scan_split(base / "val", names)[1]
+        splits["train"], splits["val"] = train, scan_split(base / "val", names, taken=taken)[1]
     else:
         splits["train"], splits["val"] = stratified_split(train, val_fraction)
     if train_dir != base and (base / "test").is_dir():
-        splits["test"] = scan_split(base / "test", names)[1]
+        splits["test"] = scan_split(base / "test", names, taken=taken)[1]
     return FileDataset(splits, names, native_size=0)
 
 
