@@ -123,9 +123,13 @@ def test_cnn_predict_help_prints_its_usage(tmp_path) -> None:
 
 
 def test_imagenet_style_checkpoints_predict_on_a_centre_crop() -> None:
-    from cnn_train.inference import InferenceModel, preprocessing_of
+    from types import SimpleNamespace
 
-    prep = preprocessing_of(224, (0.5,) * 3, (0.25,) * 3, 3, "imagenet")
+    from cnn_train.data.preprocessing import preprocessing_of
+    from cnn_train.inference import InferenceModel
+
+    rgb = SimpleNamespace(mean=(0.5,) * 3, std=(0.25,) * 3, splits={})
+    prep = preprocessing_of(rgb, 224, "imagenet")
     assert prep["resize_short_side"] == 256
     loaded = InferenceModel(torch.nn.Identity(), ["a"], prep, {})
     left_black = np.zeros((300, 400, 3), dtype=np.uint8)
@@ -133,5 +137,5 @@ def test_imagenet_style_checkpoints_predict_on_a_centre_crop() -> None:
     batch = loaded.preprocess(Image.fromarray(left_black))
     assert batch.shape == (3, 224, 224)
     assert batch[0, 0, 0] == pytest.approx(-2.0) and batch[0, 0, -1] == pytest.approx(2.0)
-    square = preprocessing_of(32, (0.5,) * 3, (0.25,) * 3, 3, "cifar")
+    square = preprocessing_of(rgb, 32, "cifar")
     assert square["resize_short_side"] is None
