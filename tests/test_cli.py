@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import QUICK, run_cli
 
@@ -53,7 +54,11 @@ def test_cnn_eval_prints_the_eval_record_as_its_last_line(cli_run: tuple[Path, s
     [
         (["optimizer.lr=-1"], "optimizer.lr must be > 0"),
         (["model=alexnet", "data.image_size=32"], "data.image_size=63"),
-        (["device=cuda"], "use device=cpu"),
+        pytest.param(
+            ["device=cuda"],
+            "use device=cpu",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible"),
+        ),
     ],
 )
 def test_bad_values_exit_1_with_one_line_and_no_traceback(
