@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.helpers import console_script, read_metrics
-from tests.helpers.runs import assert_same_state
+from tests.helpers.runs import CLUSTER_RUN, assert_same_state
 
 pytestmark = pytest.mark.slow
 
@@ -30,17 +30,7 @@ LAUNCHER = [
     "hydra.launcher.mem_gb=2",
     "hydra.launcher.timeout_min=60",
 ]
-RUN = [
-    "device=ddp",
-    "data=synthetic",
-    "data.native_size=8",
-    "data.train_samples=64",
-    "data.val_samples=31",
-    "data.batch_size=8",
-    "trainer.epochs=3",
-    "trainer.checkpoint_every_steps=2",
-    "resume=auto",
-]
+RUN = CLUSTER_RUN
 
 
 @pytest.fixture(scope="module")

@@ -13,21 +13,11 @@ import torch
 
 from cnn_train.distributed import free_port
 from tests.helpers import console_script, read_metrics
-from tests.helpers.runs import assert_same_state
+from tests.helpers.runs import CLUSTER_RUN, assert_same_state
 
 pytestmark = pytest.mark.slow
 
-RUN = [
-    "device=ddp",
-    "data=synthetic",
-    "data.native_size=8",
-    "data.train_samples=64",
-    "data.val_samples=31",
-    "data.batch_size=8",
-    "trainer.epochs=3",
-    "trainer.checkpoint_every_steps=2",
-    "resume=auto",
-]
+RUN = CLUSTER_RUN
 
 
 def start_agents(run_dir: Path, *torchrun_args: str) -> list[subprocess.Popen[str]]:

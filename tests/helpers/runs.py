@@ -12,6 +12,18 @@ import torch
 
 from tests.helpers import console_script, write_tree
 
+# A 2-process DDP job of 3 epochs that saves mid-epoch: what the cluster tests interrupt.
+CLUSTER_RUN = [
+    "device=ddp",
+    "data=synthetic",
+    "data.native_size=8",
+    "data.train_samples=64",
+    "data.val_samples=31",
+    "data.batch_size=8",
+    "trainer.epochs=3",
+    "trainer.checkpoint_every_steps=2",
+    "resume=auto",
+]
 LONG_RUN = [
     "data=synthetic",
     "data.native_size=8",
