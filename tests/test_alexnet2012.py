@@ -30,6 +30,22 @@ def test_parameter_count_matches_the_paper() -> None:
     assert sum(p.numel() for p in model.parameters()) == 60_965_224
 
 
+@pytest.mark.parametrize("name", ["alexnet", "alexnet2012"])
+def test_both_alexnets_start_from_he_init(name: str) -> None:
+    torch.manual_seed(0)
+    layers = [
+        module
+        for module in build_model(name, 10, "imagenet").modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear))
+    ]
+    for layer in layers[:-1]:
+        fan_in = layer.weight[0].numel()  # in_channels / groups x kernel area, or in_features
+        assert layer.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.05)
+        assert not layer.bias.any()
+    assert layers[-1].weight.std().item() == pytest.approx(0.01, rel=0.05)
+    assert not layers[-1].bias.any()
+
+
 def test_towers_are_groups_on_conv2_conv4_conv5_only() -> None:
     groups = {
         name: module.groups

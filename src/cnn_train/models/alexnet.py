@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnn_train.models.init import init_he
+
 POOLED_SIZE = (6, 6)
 
 
@@ -12,7 +14,7 @@ class AlexNet(nn.Module):
     """Five conv layers (96, 256, 384, 384, 256), three max-pools, three FC layers.
 
     At 224 px the feature maps are 55, 27, 27, 13, 13, 13, 13, 6; the smallest input is 63 px.
-    62,378,344 parameters at 1000 classes.
+    62,378,344 parameters at 1000 classes. Weights start from He et al.'s init (`init_he`).
     """
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
@@ -43,6 +45,7 @@ class AlexNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(4096, num_classes),
         )
+        init_he(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)

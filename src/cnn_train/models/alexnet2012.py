@@ -12,7 +12,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnn_train.models.init import init_plain_cnn
+from cnn_train.models.init import init_he
 
 TOWERS = 2
 POOLED_SIZE = (6, 6)
@@ -51,10 +51,9 @@ class AlexNet2012(nn.Module):
     max-pool; conv3 384@3x3 (sees both towers); conv4 384@3x3 and conv5 256@3x3 (groups=2), ReLU,
     max-pool to 256x6x6; FC6 and FC7 of 4096 (two 2048-d halves, each seeing both towers) with
     ReLU and dropout on their outputs; FC8. 60,965,224 parameters at 1000 classes; the smallest
-    input is 63 px (inputs other than 224 px are average-pooled to 6x6 before FC6). Conv weights
-    are Kaiming-normal and FC weights N(0, 0.01), biases 0 (as in `vgg16`): with the paper's
-    N(0, 0.01) and unit biases, or PyTorch's default init, it stayed at chance on digits for 3
-    epochs of the default schedule.
+    input is 63 px (inputs other than 224 px are average-pooled to 6x6 before FC6). Weights start
+    from He et al.'s init (`init_he`), not the paper's N(0, 0.01) with unit biases, which does
+    not train on small inputs.
     """
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
@@ -91,7 +90,7 @@ class AlexNet2012(nn.Module):
                 fc8=nn.Linear(4096, num_classes),
             )
         )
-        init_plain_cnn(self)
+        init_he(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
