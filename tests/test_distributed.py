@@ -99,6 +99,7 @@ def test_a_failing_rank_ends_the_job_with_its_error(tmp_path: Path) -> None:
     assert "data.batch_size" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_bitwise_equal_for_two_processes(tmp_path: Path) -> None:
     ddp = ["device=ddp", "device.num_procs=2", "data.batch_size=8"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -122,7 +123,10 @@ def test_the_slurm_launcher_composes_one_task_per_gpu() -> None:
 def test_a_slurm_task_joins_the_job_as_its_rank(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("submitit")
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
+        # Set before deleting, so that monkeypatch also removes what submitit's export adds:
+        # a RANK left behind makes every later subprocess in this session act as a worker.
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
     slurm = {
         "SUBMITIT_EXECUTOR": "slurm",
         "SLURM_JOB_ID": "42",
@@ -145,6 +149,7 @@ def test_a_slurm_task_joins_the_job_as_its_rank(monkeypatch: pytest.MonkeyPatch)
     )
 
 
+@pytest.mark.slow
 def test_torchrun_with_a_pinned_run_folder_makes_one_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     torchrun = console_script("torchrun")
