@@ -120,3 +120,19 @@ def test_unknown_model_lists_the_valid_ones() -> None:
     with pytest.raises(ConfigCompositionException) as raised:
         compose_config("train", ["model=vgg17"])
     assert "Could not find 'model/vgg17'" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "lr"),
+    [
+        (["model=alexnet"], 0.01),  # configs/model_recipe/alexnet_sgd.yaml
+        (["model=alexnet2012"], 0.01),
+        (["model=resnet34"], 0.02),  # no recipe: SGD's default
+        (["model=alexnet", "optimizer=adamw"], 0.001),  # the recipe is for SGD only
+        (["model=alexnet", "optimizer.lr=0.05"], 0.05),  # the command line wins
+    ],
+)
+def test_a_model_recipe_applies_to_its_model_and_optimizer_only(
+    overrides: list[str], lr: float
+) -> None:
+    assert compose_config("train", overrides).optimizer.lr == lr
