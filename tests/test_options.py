@@ -77,6 +77,7 @@ def test_options_train_to_finite_weights(train_config, tmp_path: Path, overrides
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
 
 
+@pytest.mark.slow
 def test_compile_does_not_recompile_after_the_first_epoch(
     train_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -110,7 +111,12 @@ def test_compile_does_not_recompile_after_the_first_epoch(
 
 def test_tensorboard_holds_the_documented_tags_by_step(train_config, tmp_path: Path) -> None:
     fit(
-        train_config("trainer.epochs=2", "tracking.histogram_every=1", "trainer.log_every_steps=2"),
+        train_config(
+            "trainer.epochs=2",
+            "tracking.histogram_every=1",
+            "trainer.log_every_steps=2",
+            "tracking.graph=true",
+        ),
         tmp_path,
     )
     (event_file,) = (tmp_path / "tb").glob("events.out.tfevents.*")

@@ -148,7 +148,7 @@ def test_without_the_plugin_its_names_are_a_one_line_error(tmp_path: Path) -> No
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("device", ["cpu", "ddp"])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("ddp", marks=pytest.mark.slow)])
 def test_a_script_that_registers_then_calls_train_runs_every_device(
     tmp_path: Path, device: str
 ) -> None:

@@ -38,6 +38,7 @@ QUICK = [
     "data.batch_size=16",
     "trainer.epochs=1",
     "device=cpu",
+    "tracking.graph=false",  # tracing the graph doubles a quick run; tests that want it say so
 ]
 MODES = ("RGB", "L", "P", "RGBA", "CMYK")
 
