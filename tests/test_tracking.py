@@ -11,8 +11,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2, metadata
 
+from cnn_train.engine.trainer import fit
 from cnn_train.tracking import RunTracker
 from tests.helpers import read_metrics, run_cli
+from tests.helpers.runs import assert_same_state
 
 # The default job, cut short: 2 epochs of 4 steps, one validation batch, the LR at every step.
 SHORT = [
@@ -122,3 +124,12 @@ def test_the_layout_charts_find_the_epoch_series(tmp_path: Path) -> None:
         "learning rate": ["train/lr"],
     }
     assert [point.value for point in events.Scalars("train/lr")] == [pytest.approx(0.05)]
+
+
+def test_logging_the_graph_leaves_training_unchanged(train_config, tmp_path: Path) -> None:
+    """The trace runs in eval mode: BatchNorm statistics and dropout masks are not touched."""
+    for graph in ("true", "false"):
+        (tmp_path / graph).mkdir()
+        fit(train_config(f"tracking.graph={graph}", "seed=3"), tmp_path / graph)
+    assert EventAccumulator(str(tmp_path / "true" / "tb")).Reload().Graph() is not None
+    assert_same_state(tmp_path / "true", tmp_path / "false")
