@@ -152,7 +152,7 @@ def test_cifar_configs_train_and_evaluate_on_test(
     assert result["split"] == "test" and result["samples"] == test
 
 
-@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+@pytest.mark.parametrize("name", ["mnist", pytest.param("fashion_mnist", marks=pytest.mark.slow)])
 def test_mnist_configs_train_through_the_cli(name: str, tmp_path: Path) -> None:
     write_mnist(tmp_path / "data", "MNIST" if name == "mnist" else "FashionMNIST")
     result = run_cli(

@@ -56,6 +56,7 @@ def test_batches_are_per_process_and_val_counts_every_sample_once(ddp_run: Path)
     assert all(line["val_samples"] == 31 for line in lines)
 
 
+@pytest.mark.slow
 def test_one_process_eval_reproduces_the_two_process_val_accuracy(ddp_run: Path) -> None:
     checkpoint = ddp_run / "checkpoints" / "last.pt"
     result = run_cli("cnn-eval", f"checkpoint={checkpoint}", "device=cpu", cwd=ddp_run.parent)
@@ -66,6 +67,7 @@ def test_one_process_eval_reproduces_the_two_process_val_accuracy(ddp_run: Path)
     assert evaluated["loss"] == pytest.approx(last["val_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_ddp_run_resumes_into_its_folder(ddp_run: Path) -> None:
     result = run_cli(
         "cnn-train",
@@ -79,6 +81,7 @@ def test_a_ddp_run_resumes_into_its_folder(ddp_run: Path) -> None:
     assert [line["epoch"] for line in read_metrics(ddp_run)] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_sync_bn_on_the_cpu_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli(
         "cnn-train",
@@ -91,6 +94,7 @@ def test_sync_bn_on_the_cpu_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_failing_rank_ends_the_job_with_its_error(tmp_path: Path) -> None:
     result = run_cli(
         "cnn-train", *DDP, "data.batch_size=40", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path

@@ -124,6 +124,7 @@ def test_values_that_would_reach_torch_unchecked_are_refused(override: str, key:
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.slow
 def test_cnn_export_never_overwrites_the_checkpoint_it_reads(tmp_path: Path, train_config):
     fit(train_config(), tmp_path / "run")
     best = tmp_path / "run" / "checkpoints" / "best.pt"

@@ -34,7 +34,7 @@ def test_each_precision_computes_in_its_dtype_on_the_cpu(
         overrides = (
             f"trainer.precision={precision}",
             "trainer.max_steps=2",
-            "tracking.graph=false",
+            "trainer.limit_val_batches=1",
         )
         fit(train_config(*overrides), tmp_path)
     finally:

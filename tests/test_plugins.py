@@ -96,6 +96,7 @@ def user_folder(root: Path, *, entry_point: bool) -> tuple[Path, dict[str, str]]
     return configs, env
 
 
+@pytest.mark.slow
 def test_a_plugin_package_trains_resumes_evaluates_and_exports_like_a_built_in(
     tmp_path: Path,
 ) -> None:

@@ -126,6 +126,7 @@ def test_the_layout_charts_find_the_epoch_series(tmp_path: Path) -> None:
     assert [point.value for point in events.Scalars("train/lr")] == [pytest.approx(0.05)]
 
 
+@pytest.mark.slow
 def test_logging_the_graph_leaves_training_unchanged(train_config, tmp_path: Path) -> None:
     """The trace runs in eval mode: BatchNorm statistics and dropout masks are not touched."""
     for graph in ("true", "false"):

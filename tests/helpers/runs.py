@@ -23,6 +23,7 @@ CLUSTER_RUN = [
     "trainer.epochs=3",
     "trainer.checkpoint_every_steps=2",
     "resume=auto",
+    "tracking.graph=false",
 ]
 LONG_RUN = [
     "data=synthetic",
@@ -33,6 +34,7 @@ LONG_RUN = [
     "trainer.epochs=3",
     "trainer.checkpoint_every_steps=2",
     "device=cpu",
+    "tracking.graph=false",
 ]
 
 
@@ -49,6 +51,7 @@ def folder_run(root: Path) -> list[str]:
         "trainer.epochs=3",
         "trainer.checkpoint_every_steps=2",
         "device=cpu",
+        "tracking.graph=false",
     ]
 
 
