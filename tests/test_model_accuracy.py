@@ -1,8 +1,9 @@
-"""Every model option learns the default data with nothing but `model=NAME` on the command line."""
+"""Every model option learns the default data with nothing but `model=NAME` on the command line:
+at least 97% best validation top-1 for each of seeds 0, 1 and 2 (about 3 minutes a run here)."""
 
 from __future__ import annotations
 
-import json
+import csv
 import os
 import subprocess
 from importlib import resources
@@ -23,13 +24,15 @@ MODEL_OPTIONS = sorted(
 @pytest.mark.parametrize("name", MODEL_OPTIONS)
 def test_each_model_reaches_97_percent_on_the_default_data(tmp_path: Path, name: str) -> None:
     done = subprocess.run(
-        [console_script("cnn-train"), f"model={name}"],
+        [console_script("cnn-train"), "-m", f"model={name}", "seed=0,1,2", "hydra.sweep.dir=sweep"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        timeout=1800,
+        timeout=3600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    (result,) = tmp_path.glob("outputs/*/*/result.json")
-    assert json.loads(result.read_text())["best_val_acc1"] >= 0.97
+    with open(tmp_path / "sweep" / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["status"] for row in rows] == ["completed"] * 3
+    assert all(float(row["best_val_acc1"]) >= 0.97 for row in rows), rows

@@ -113,3 +113,11 @@ def test_a_plateau_run_resumes_with_its_schedule(train_config, tmp_path) -> None
         second,
     )
     assert resumed["step"] == 8
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_sgd_adam_and_adamw_update_with_the_fused_kernels_on_the_cpu(name: str) -> None:
+    optimizer = build_optimizer(
+        compose_config("train", [f"optimizer={name}"]).optimizer, torch.nn.Linear(4, 2)
+    )
+    assert optimizer.defaults["fused"]

@@ -72,10 +72,10 @@ def sgd(groups: ParamGroups, cfg: DictConfig) -> torch.optim.Optimizer:
     )
 
 
-@register_optimizer("adam")
-def adam(groups: ParamGroups, cfg: DictConfig) -> torch.optim.Optimizer:
-    """Adam with L2 weight decay added to the gradient."""
-    return torch.optim.Adam(
+def _adam_family(
+    kind: type[torch.optim.Adam | torch.optim.AdamW], groups: ParamGroups, cfg: DictConfig
+) -> torch.optim.Optimizer:
+    return kind(
         groups,
         lr=cfg.lr,
         betas=tuple(cfg.betas),
@@ -83,19 +83,18 @@ def adam(groups: ParamGroups, cfg: DictConfig) -> torch.optim.Optimizer:
         weight_decay=cfg.weight_decay,
         **fused_if_available(groups),
     )
+
+
+@register_optimizer("adam")
+def adam(groups: ParamGroups, cfg: DictConfig) -> torch.optim.Optimizer:
+    """Adam with L2 weight decay added to the gradient."""
+    return _adam_family(torch.optim.Adam, groups, cfg)
 
 
 @register_optimizer("adamw")
 def adamw(groups: ParamGroups, cfg: DictConfig) -> torch.optim.Optimizer:
     """Adam with decoupled weight decay."""
-    return torch.optim.AdamW(
-        groups,
-        lr=cfg.lr,
-        betas=tuple(cfg.betas),
-        eps=cfg.eps,
-        weight_decay=cfg.weight_decay,
-        **fused_if_available(groups),
-    )
+    return _adam_family(torch.optim.AdamW, groups, cfg)
 
 
 @register_optimizer("rmsprop")
