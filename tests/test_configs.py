@@ -136,3 +136,16 @@ def test_a_model_recipe_applies_to_its_model_and_optimizer_only(
     overrides: list[str], lr: float
 ) -> None:
     assert compose_config("train", overrides).optimizer.lr == lr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "smoothing"),
+    [
+        ([], 0.1),  # the default job: configs/model_recipe/resnet34_sgd.yaml
+        (["model=vgg16"], 0.0),
+        (["optimizer=adamw"], 0.0),
+        (["trainer.label_smoothing=0"], 0.0),
+    ],
+)
+def test_the_default_job_smooths_its_labels(overrides: list[str], smoothing: float) -> None:
+    assert compose_config("train", overrides).trainer.label_smoothing == smoothing

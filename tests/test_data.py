@@ -226,6 +226,7 @@ def test_too_many_bad_files_stop_the_run(tmp_path: Path, in_memory: str) -> None
         fit(cfg, made(tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_folder_with_val_and_test_and_eval_checks_class_names(tmp_path: Path) -> None:
     for split in ("train", "val", "test"):
         write_tree(tmp_path / "tree" / split, per_class=4)

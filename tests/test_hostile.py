@@ -141,6 +141,7 @@ def test_cnn_export_never_overwrites_the_checkpoint_it_reads(tmp_path: Path, tra
     assert (tmp_path / "out" / "best.ts").is_file()
 
 
+@pytest.mark.slow
 def test_cnn_predict_skips_a_decompression_bomb_and_classifies_the_rest(tmp_path, train_config):
     fit(train_config("data.num_classes=3"), tmp_path / "run")
     folder = tmp_path / "images"
@@ -249,6 +250,7 @@ def test_a_stop_signal_during_validation_saves_and_the_resumed_run_is_bitwise_eq
     assert_same_state(straight, stopped)
 
 
+@pytest.mark.slow
 def test_a_second_process_on_a_run_folder_is_refused_naming_the_first(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     first = start_training(run_dir, base=[*LONG_RUN, "trainer.epochs=30"])

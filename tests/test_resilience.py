@@ -30,7 +30,7 @@ from tests.helpers.runs import (
 @pytest.mark.parametrize(
     "case",
     [
-        "resnet34 in memory, augmented",
+        pytest.param("resnet34 in memory, augmented", marks=pytest.mark.slow),
         pytest.param("alexnet (dropout)", marks=pytest.mark.slow),
         pytest.param("folder with 2 workers", marks=pytest.mark.slow),
     ],
