@@ -31,8 +31,11 @@ def small_net(seed: int = 0) -> nn.Module:
 
 
 def make_stepper(model: nn.Module, *overrides: str) -> Stepper:
-    """The project's Stepper as a run builds it from the composed config (fp32, constant LR)."""
-    cfg = compose_config("train", [*QUICK, "scheduler=none", *overrides])
+    """The project's Stepper as a run builds it from the composed config (fp32, constant LR, hard
+    labels unless `overrides` smooth them)."""
+    cfg = compose_config(
+        "train", [*QUICK, "scheduler=none", "trainer.label_smoothing=0", *overrides]
+    )
     optimizer = build_optimizer(cfg.optimizer, model)
     schedule = build_schedule(cfg.scheduler, optimizer, 10, cfg.optimizer.lr, 5)
     return Stepper(
