@@ -27,13 +27,9 @@ from tests.helpers.runs import (
 )
 
 
+@pytest.mark.slow  # a stop signal with a bitwise-equal resume stays in tests/test_hostile.py
 @pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param("resnet34 in memory, augmented", marks=pytest.mark.slow),
-        pytest.param("alexnet (dropout)", marks=pytest.mark.slow),
-        pytest.param("folder with 2 workers", marks=pytest.mark.slow),
-    ],
+    "case", ["resnet34 in memory, augmented", "alexnet (dropout)", "folder with 2 workers"]
 )
 def test_sigkill_mid_epoch_then_resume_is_bitwise_equal_to_a_straight_run(
     tmp_path: Path, case: str
