@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchvision import models as tv_models
 
-from cnn_train.engine.trainer import fit
+from cnn_train.engine.trainer import run_training
 from cnn_train.errors import UserError
 from cnn_train.models import build_model
 from cnn_train.models.weights import freeze_features, load_weights
@@ -86,7 +86,7 @@ def test_offline_published_weights_say_where_to_put_the_file(
 @pytest.mark.parametrize(
     ("name", "variant", "spec", "match"),
     [
-        ("alexnet", "imagenet", "IMAGENET1K_V1", "model=vgg16 or model=resnet34"),
+        ("alexnet", "imagenet", "IMAGENET1K_V1", "model=resnet34 or model=vgg16"),
         ("resnet34", "small", "IMAGENET1K_V1", "model.variant=imagenet"),
         ("resnet34", "imagenet", "IMAGENET9K_V9", "IMAGENET1K_V1"),
     ],
@@ -103,11 +103,11 @@ def test_freeze_features_trains_the_head_only(train_config, tmp_path: Path) -> N
     assert trainable == {"classifier.6.weight", "classifier.6.bias"}
     first = tmp_path / "first"
     first.mkdir()
-    fit(train_config("trainer.max_steps=2"), first)
+    run_training(train_config("trainer.max_steps=2"), first)
     second = tmp_path / "second"
     second.mkdir()
     checkpoint = first / "checkpoints" / "last.pt"
-    fit(
+    run_training(
         train_config(
             f"model.weights={checkpoint}", "model.freeze_features=true", "trainer.max_steps=2"
         ),

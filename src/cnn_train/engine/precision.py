@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
+if TYPE_CHECKING:
+    from cnn_train.models.registry import ModelSpec
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+PRECISIONS = ("auto", *DTYPES)  # auto: resolve_precision picks for the device
 # x86 features with native bf16 arithmetic (oneDNN's fast bf16 kernels); without them bf16 on the
 # CPU is emulated and slower than fp32.
 NATIVE_BF16_FEATURES = ("avx512_bf16", "amx_bf16")
@@ -56,20 +61,14 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
     return Precision(name, device.type)
 
 
-CHANNELS_LAST_ON_CPU = frozenset({"resnet34", "vgg16"})
-CHANNELS_LAST_MIN_SIZE_ON_CPU = 32
-
-
 def use_channels_last(
-    setting: bool | None, device: torch.device, model_name: str, image_size: int
+    setting: bool | None, device: torch.device, spec: ModelSpec, image_size: int
 ) -> bool:
-    """`trainer.channels_last`; null means on GPUs, and on the CPU where it was measured faster.
-
-    On the CPU that is ResNet-34 and VGG16 from 32 px (faster in fp32, and more so in bf16); not
-    AlexNet, and not 8 px inputs, where the reorders cost more than the NHWC kernels gain.
+    """`trainer.channels_last`; null means on GPUs, and on the CPU where the model's spec says
+    it was measured faster (`ModelSpec.channels_last_on_cpu`).
     """
     if setting is not None:
         return setting
     if device.type == "cuda":
         return True
-    return model_name in CHANNELS_LAST_ON_CPU and image_size >= CHANNELS_LAST_MIN_SIZE_ON_CPU
+    return spec.channels_last_on_cpu(image_size)

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from cnn_train.models.init import init_he
+from cnn_train.models.pooling import pool_if_needed
+from cnn_train.models.registry import register_model
 
 POOLED_SIZE = (6, 6)
 
@@ -34,7 +36,6 @@ class AlexNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
         )
-        self.pooled_size = POOLED_SIZE
         self.avgpool = nn.AdaptiveAvgPool2d(POOLED_SIZE)
         self.classifier = nn.Sequential(
             nn.Dropout(p=dropout),
@@ -48,13 +49,10 @@ class AlexNet(nn.Module):
         init_he(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        # At 224 px the map is already 6x6; skipping the pool keeps CUDA backward deterministic.
-        if x.shape[-2:] != self.pooled_size:
-            x = self.avgpool(x)
-        return self.classifier(torch.flatten(x, 1))
+        return self.classifier(torch.flatten(pool_if_needed(self.avgpool, self.features(x)), 1))
 
 
+@register_model("alexnet", min_size={"imagenet": 63})
 def alexnet(num_classes: int = 1000, variant: str = "imagenet", dropout: float = 0.5) -> AlexNet:
     """Build AlexNet; it has only the ImageNet variant (small images are upscaled to 64 px)."""
     return AlexNet(num_classes=num_classes, dropout=dropout)

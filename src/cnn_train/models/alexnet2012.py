@@ -8,11 +8,14 @@ the FC layers see both towers. `cnn_train.models.split` places the towers on two
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from cnn_train.models.init import init_he
+from cnn_train.models.pooling import pool_if_needed
+from cnn_train.models.registry import register_model
 
 TOWERS = 2
 POOLED_SIZE = (6, 6)
@@ -77,7 +80,6 @@ class AlexNet2012(nn.Module):
                 pool5=nn.MaxPool2d(kernel_size=3, stride=2),
             )
         )
-        self.pooled_size = POOLED_SIZE
         self.avgpool = nn.AdaptiveAvgPool2d(POOLED_SIZE)
         self.classifier = nn.Sequential(
             OrderedDict(
@@ -93,12 +95,17 @@ class AlexNet2012(nn.Module):
         init_he(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        if x.shape[-2:] != self.pooled_size:
-            x = self.avgpool(x)
-        return self.classifier(torch.flatten(x, 1))
+        return self.classifier(torch.flatten(pool_if_needed(self.avgpool, self.features(x)), 1))
 
 
+def split_alexnet2012(model: nn.Module, devices: Sequence[torch.device | str]) -> nn.Module:
+    """Tower 0 on `devices[0]`, tower 1 on `devices[1]` (`cnn_train.models.split`)."""
+    from cnn_train.models.split import place_model  # split.py builds on this module
+
+    return place_model(model, devices)
+
+
+@register_model("alexnet2012", min_size={"imagenet": 63}, split=split_alexnet2012)
 def alexnet2012(
     num_classes: int = 1000, variant: str = "imagenet", dropout: float = 0.5
 ) -> AlexNet2012:

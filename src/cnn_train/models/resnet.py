@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnn_train.models.registry import register_model
+
 STAGE_BLOCKS = (3, 4, 6, 3)
 STAGE_WIDTHS = (64, 128, 256, 512)
 
@@ -100,6 +102,13 @@ class ResNet34(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+@register_model(
+    "resnet34",
+    min_size={"imagenet": 1, "small": 1},
+    channels_last_on_cpu_from=32,
+    torchvision="resnet34",
+    head="fc",
+)
 def resnet34(num_classes: int = 1000, variant: str = "imagenet") -> ResNet34:
     """Build ResNet-34 in the ImageNet or small-input variant (no dropout: BN regularises)."""
     return ResNet34(num_classes=num_classes, variant=variant)

@@ -15,6 +15,8 @@ from torch import nn
 
 from cnn_train.errors import UserError
 from cnn_train.models.alexnet2012 import POOLED_SIZE, TOWERS, AlexNet2012, local_response_norm
+from cnn_train.models.pooling import pool_if_needed
+from cnn_train.models.registry import split_devices
 
 # Each tower holds one half (along the output dimension) of these grouped layers.
 TOWER_LAYERS = {
@@ -55,9 +57,7 @@ class Tower(nn.Module):
     def conv3_to_pool5(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.conv4(F.relu(self.conv3(x))))
         x = self.pool(F.relu(self.conv5(x)))
-        if x.shape[-2:] != POOLED_SIZE:
-            x = self.avgpool(x)
-        return torch.flatten(x, 1)
+        return torch.flatten(pool_if_needed(self.avgpool, x), 1)
 
     def fc6_layer(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(F.relu(self.fc6(x)))
@@ -149,30 +149,6 @@ def _from_grouped_hook(
     for key in own:
         del state[prefix + key]
     state.update({prefix + key: value for key, value in split_state_dict(own).items()})
-
-
-def split_devices(names: Sequence[torch.device | str]) -> list[torch.device]:
-    """The two devices of `device.devices`, checked: parseable and present on this machine."""
-    if len(names) != TOWERS:
-        raise UserError(
-            f"device=alexnet_split needs device.devices to list two devices, got {list(names)}; "
-            "e.g. device.devices=[cuda:0,cuda:1]"
-        )
-    devices = []
-    for name in names:
-        try:
-            device = torch.device(name)
-        except RuntimeError as error:
-            raise UserError(
-                f"device.devices has '{name}', not a device; use e.g. cuda:0, cuda:1 or cpu"
-            ) from error
-        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-            raise UserError(
-                f"device.devices lists {device} but {torch.cuda.device_count()} CUDA GPU(s) are "
-                "visible; on one GPU use device.devices=[cuda:0,cpu]"
-            )
-        devices.append(device)
-    return devices
 
 
 def place_model(model: nn.Module, devices: Sequence[torch.device | str]) -> SplitAlexNet:

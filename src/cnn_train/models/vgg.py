@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from cnn_train.models.init import init_plain_cnn
+from cnn_train.models.pooling import pool_if_needed
+from cnn_train.models.registry import register_model
 
 CONFIG_D: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M"]
 CONFIG_D += [512, 512, 512, "M", 512, 512, 512, "M"]
@@ -43,8 +45,7 @@ class VGG16(nn.Module):
         super().__init__()
         self.features = make_features(CONFIG_D, batch_norm=variant == "small")
         side, hidden = (7, 4096) if variant == "imagenet" else (1, 512)
-        self.pooled_size = (side, side)
-        self.avgpool = nn.AdaptiveAvgPool2d(self.pooled_size)
+        self.avgpool = nn.AdaptiveAvgPool2d((side, side))
         self.classifier = nn.Sequential(
             nn.Linear(512 * side * side, hidden),
             nn.ReLU(True),
@@ -57,12 +58,16 @@ class VGG16(nn.Module):
         init_plain_cnn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        if x.shape[-2:] != self.pooled_size:
-            x = self.avgpool(x)
-        return self.classifier(torch.flatten(x, 1))
+        return self.classifier(torch.flatten(pool_if_needed(self.avgpool, self.features(x)), 1))
 
 
+@register_model(
+    "vgg16",
+    min_size={"imagenet": 32, "small": 32},
+    channels_last_on_cpu_from=32,
+    torchvision="vgg16",
+    head="classifier.6",
+)
 def vgg16(num_classes: int = 1000, variant: str = "imagenet", dropout: float = 0.5) -> VGG16:
     """Build VGG16 (configuration D) in the ImageNet or small-input variant."""
     return VGG16(num_classes=num_classes, variant=variant, dropout=dropout)

@@ -16,19 +16,9 @@ from torch import nn
 
 from cnn_train.checkpoint import load_checkpoint
 from cnn_train.errors import UserError
-from cnn_train.models import build_model
+from cnn_train.models.registry import MODELS, build_model, get_spec, last_linear
 
 log = logging.getLogger(__name__)
-
-TORCHVISION_NAMES = ("vgg16", "resnet34")
-
-
-def head_name(model: nn.Module) -> str:
-    """The name of the classifier head: the model's last linear layer."""
-    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    if not names:
-        raise UserError("this model has no linear classifier head to fine-tune")
-    return names[-1]
 
 
 def _is_published_name(spec: str) -> bool:
@@ -39,16 +29,18 @@ def torchvision_state_dict(name: str, variant: str, spec: str) -> dict[str, torc
     """torchvision's published weights `spec` for `name`, through its download and cache."""
     from torchvision.models import get_model_weights
 
-    if name not in TORCHVISION_NAMES:
+    architecture = get_spec(name).torchvision
+    if architecture is None:
+        matching = sorted(key for key, model in MODELS.items() if model.torchvision)
         raise UserError(
             f"model.weights={spec} needs torchvision's architecture; it matches only "
-            f"model={' or model='.join(TORCHVISION_NAMES)}, not model={name}"
+            f"model={' or model='.join(matching)}, not model={name}"
         )
     if variant != "imagenet":
         raise UserError(
             f"model.weights={spec} holds ImageNet-variant weights; use model.variant=imagenet"
         )
-    enum = get_model_weights(name)
+    enum = get_model_weights(architecture)
     try:
         weights = enum[spec] if spec != "DEFAULT" else enum.DEFAULT
     except KeyError:
@@ -100,7 +92,7 @@ def load_weights(model: nn.Module, spec: str, name: str, variant: str) -> None:
         weights = torchvision_state_dict(name, variant, spec)
     else:
         weights = _checkpoint_state_dict(spec)
-    head = head_name(model)
+    head = get_spec(name).head_name(model)
     own = model.state_dict()
     head_keys = {key for key in own if key.startswith(f"{head}.")}
     reinit = {key for key in head_keys if key in weights and weights[key].shape != own[key].shape}
@@ -125,9 +117,10 @@ def _explain_misfit(
     weights: dict[str, torch.Tensor],
     own: dict[str, torch.Tensor],
 ) -> None:
-    if variant == "small" and name in TORCHVISION_NAMES:
+    model_spec = get_spec(name)
+    if variant == "small" and model_spec.torchvision is not None:
         imagenet = build_model(name, 1000, "imagenet")
-        head = head_name(imagenet)
+        head = model_spec.head_name(imagenet)
         body = {key: value for key, value in weights.items() if not key.startswith(f"{head}.")}
         reference = {key: value for key, value in imagenet.state_dict().items() if key in body}
         if _same_shapes(reference, body):
@@ -152,8 +145,9 @@ def _explain_misfit(
     )
 
 
-def freeze_features(model: nn.Module) -> None:
-    """Train the classifier head only: every other parameter stops requiring gradients."""
-    prefix = f"{head_name(model)}."
+def freeze_features(model: nn.Module, name: str | None = None) -> None:
+    """Train the classifier head only (the one the spec of model `name` names, else the last
+    linear layer): every other parameter stops requiring gradients."""
+    prefix = f"{get_spec(name).head_name(model) if name else last_linear(model)}."
     for key, parameter in model.named_parameters():
         parameter.requires_grad_(key.startswith(prefix))
