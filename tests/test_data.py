@@ -8,6 +8,7 @@ import os
 import pickle
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from torchvision.datasets import cifar
 
 from cnn_train.build import build_model_and_data, split_loader
 from cnn_train.data.order import pass_indices
+from cnn_train.data.preprocessing import eval_preprocessing
 from cnn_train.data.transforms import (
     IMAGENET_EIGVAL,
     IMAGENET_EIGVEC,
@@ -29,10 +31,10 @@ from cnn_train.data.transforms import (
     augment_batch,
     image_transform,
 )
-from cnn_train.engine.evaluator import run_eval
-from cnn_train.engine.loop import evaluate
+from cnn_train.engine.evaluation import eval_pass
+from cnn_train.engine.evaluator import eval_checkpoint
 from cnn_train.engine.precision import resolve_precision
-from cnn_train.engine.trainer import fit
+from cnn_train.engine.trainer import run_training
 from cnn_train.errors import UserError
 from tests.helpers import compose_config, run_cli, write_image, write_tree
 
@@ -139,7 +141,7 @@ def test_cifar_configs_train_and_evaluate_on_test(
 ) -> None:
     write_cifar(tmp_path / "data", classes, train // (5 if classes == 10 else 1) // classes, 1)
     cfg = train_cfg(f"data={name}", f"data.root={tmp_path / 'data'}", "data.val_fraction=0.5")
-    fit(cfg, made(tmp_path / "run"))
+    run_training(cfg, made(tmp_path / "run"))
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert record["step"] == 2
     built = build_model_and_data(cfg.model, cfg.data)
@@ -148,7 +150,7 @@ def test_cifar_configs_train_and_evaluate_on_test(
     assert built.image_size == 32 and len(built.dataset.class_names) == classes
     checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
     overrides = [f"checkpoint={checkpoint}", "device=cpu", "data.split=test"]
-    result = run_eval(compose_config("eval", overrides), made(tmp_path / "eval"))
+    result = eval_checkpoint(compose_config("eval", overrides), made(tmp_path / "eval"))
     assert result["split"] == "test" and result["samples"] == test
 
 
@@ -198,7 +200,7 @@ def test_folder_of_every_image_mode_trains_and_skips_bad_files(
         "trainer.max_steps=1",
     )
     with caplog.at_level(logging.WARNING):
-        fit(cfg, made(tmp_path / "run"))
+        run_training(cfg, made(tmp_path / "run"))
     built = build_model_and_data(cfg.model, cfg.data)
     assert built.dataset.class_names == ["cat", "dog"] and built.image_size == 32
     train_files = set(built.dataset.splits["train"].paths)
@@ -223,7 +225,7 @@ def test_too_many_bad_files_stop_the_run(tmp_path: Path, in_memory: str) -> None
         f"data.in_memory={in_memory}",
     )
     with pytest.raises(UserError, match=r"data\.max_bad_fraction=0\.01"):
-        fit(cfg, made(tmp_path / "run"))
+        run_training(cfg, made(tmp_path / "run"))
 
 
 @pytest.mark.slow
@@ -249,7 +251,7 @@ def test_folder_with_val_and_test_and_eval_checks_class_names(tmp_path: Path) ->
     write_tree(tmp_path / "other", classes=("cow", "hen"), per_class=4)
     wrong = compose_config("eval", [f"checkpoint={checkpoint}", f"data.root={tmp_path / 'other'}"])
     with pytest.raises(UserError, match="classes"):
-        run_eval(wrong, made(tmp_path / "eval"))
+        eval_checkpoint(wrong, made(tmp_path / "eval"))
 
 
 @pytest.mark.parametrize(
@@ -284,13 +286,13 @@ def test_folder_needs_a_root() -> None:
 )
 def test_bad_data_settings_name_the_key(override: str, match: str, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=match):
-        fit(train_cfg("data=synthetic", "data.native_size=8", override), tmp_path)
+        run_training(train_cfg("data=synthetic", "data.native_size=8", override), tmp_path)
 
 
 def test_in_memory_true_refuses_a_per_image_preset(tmp_path: Path) -> None:
     cfg = train_cfg("data=synthetic", "data.augment=imagenet", "data.in_memory=true")
     with pytest.raises(UserError, match=r"data\.in_memory=true needs"):
-        fit(cfg, tmp_path)
+        run_training(cfg, tmp_path)
 
 
 @pytest.mark.skipif(not CIFAR10_JPEG.is_dir(), reason=f"real CIFAR-10 JPEGs not at {CIFAR10_JPEG}")
@@ -301,7 +303,7 @@ def test_real_cifar10_jpegs_load_as_a_folder(tmp_path: Path) -> None:
         "data.max_per_class=20",
         "data.num_workers=0",
     )
-    fit(cfg, made(tmp_path / "run"))
+    run_training(cfg, made(tmp_path / "run"))
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert state["class_names"][:3] == ["airplane", "automobile", "bird"]
     built = build_model_and_data(cfg.model, cfg.data)
@@ -315,7 +317,9 @@ def test_real_cifar10_jpegs_load_as_a_folder(tmp_path: Path) -> None:
 @pytest.mark.parametrize("train", [True, False])
 def test_presets_give_normalized_images_of_the_right_side(preset: str, train: bool) -> None:
     image = torch.randint(0, 256, (3, 375, 500), dtype=torch.uint8)
-    sample = image_transform(preset, 224, train=train)(image)
+    dataset = SimpleNamespace(mean=IMAGENET_MEAN, std=IMAGENET_STD, splits={})
+    evaluation = eval_preprocessing(dataset, 224, preset)  # one pipeline for every preset's eval
+    sample = image_transform(preset, 224)(image) if train else evaluation.resize(image)
     assert sample.dtype == (torch.float32 if preset == "alexnet2012" and train else torch.uint8)
     out = Normalize(IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"))(sample[None])[0]
     assert out.shape == (3, 224, 224) and out.dtype == torch.float32
@@ -465,7 +469,7 @@ def test_in_memory_and_dataloader_paths_agree_on_validation(
         model = build_model_and_data(cfg.model, cfg.data).model
         loader = split_loader(built, "val", 8, torch.device("cpu"), train=False)
         precision = resolve_precision("fp32", torch.device("cpu"))
-        results.append(evaluate(model, loader, len(loader), precision=precision, topk=5).read())
+        results.append(eval_pass(model, loader, len(loader), precision=precision, topk=5).read())
     assert results[0]["samples"] == results[1]["samples"] == 20
     assert results[0]["acc1"] == results[1]["acc1"]
     assert results[0]["loss"] == pytest.approx(results[1]["loss"], rel=1e-5)
@@ -497,5 +501,5 @@ def test_imagenet_val_helper_sorts_the_flat_folder_into_classes(tmp_path: Path) 
     )
     built = build_model_and_data(cfg.model, cfg.data)
     assert len(built.dataset.splits["val"]) == 4 and built.dataset.class_names == wnids
-    fit(cfg, made(tmp_path / "run"))
+    run_training(cfg, made(tmp_path / "run"))
     assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()

@@ -13,8 +13,8 @@ from cnn_train.build import build_model_and_data, split_loader
 from cnn_train.data.decode import decode_files
 from cnn_train.data.memory import InMemoryLoader
 from cnn_train.data.stream import StreamLoader
-from cnn_train.engine.evaluator import run_eval
-from cnn_train.engine.trainer import fit
+from cnn_train.engine.evaluator import eval_checkpoint
+from cnn_train.engine.trainer import run_training
 from tests.helpers import compose_config, read_metrics, write_tree
 from tests.test_data import add_bad_files
 
@@ -100,7 +100,7 @@ def test_bad_files_are_left_out_once_and_named_in_the_log(
     bad = add_bad_files(tmp_path / "tree" / "cat")
     cfg = folder(tmp_path / "tree", "data.max_bad_fraction=0.5", "trainer.max_steps=2")
     with caplog.at_level(logging.WARNING):
-        fit(cfg, tmp_path / "run")
+        run_training(cfg, tmp_path / "run")
     built = build_model_and_data(cfg.model, cfg.data)
     train_files = set(built.dataset.splits["train"].paths)
     expected = [path for path in bad if str(path) in train_files]
@@ -113,11 +113,11 @@ def test_bad_files_are_left_out_once_and_named_in_the_log(
 
 def test_cnn_eval_reproduces_a_decoded_folder_run(tmp_path: Path) -> None:
     write_tree(tmp_path / "tree", per_class=8)
-    fit(folder(tmp_path / "tree", "trainer.epochs=2"), tmp_path / "run")
+    run_training(folder(tmp_path / "tree", "trainer.epochs=2"), tmp_path / "run")
     checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
     cfg = compose_config("eval", [f"checkpoint={checkpoint}", "device=cpu"])
     (tmp_path / "eval").mkdir()
-    evaluated = run_eval(cfg, tmp_path / "eval")
+    evaluated = eval_checkpoint(cfg, tmp_path / "eval")
     last = read_metrics(tmp_path / "run")[-1]
     assert evaluated["samples"] == 4
     assert evaluated["acc1"] == last["val_acc1"] and evaluated["loss"] == last["val_loss"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnn_train.engine.trainer import fit
+from cnn_train.engine.trainer import run_training
 from cnn_train.errors import UserError
 from cnn_train.export import export
 from cnn_train.inference import load_inference
@@ -25,7 +25,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     run_dir = tmp_path_factory.mktemp("run")
     cfg = compose_config("train", ["data=digits", "device=cpu", "trainer.max_steps=2"])
-    fit(cfg, run_dir)
+    run_training(cfg, run_dir)
     return run_dir / "checkpoints" / "best.pt"
 
 
@@ -125,11 +125,11 @@ def test_cnn_predict_help_prints_its_usage(tmp_path) -> None:
 def test_imagenet_style_checkpoints_predict_on_a_centre_crop() -> None:
     from types import SimpleNamespace
 
-    from cnn_train.data.preprocessing import preprocessing_of
+    from cnn_train.data.preprocessing import eval_preprocessing
     from cnn_train.inference import InferenceModel
 
     rgb = SimpleNamespace(mean=(0.5,) * 3, std=(0.25,) * 3, splits={})
-    prep = preprocessing_of(rgb, 224, "imagenet")
+    prep = eval_preprocessing(rgb, 224, "imagenet").to_record()
     assert prep["resize_short_side"] == 256
     loaded = InferenceModel(torch.nn.Identity(), ["a"], prep, {})
     left_black = np.zeros((300, 400, 3), dtype=np.uint8)
@@ -137,5 +137,5 @@ def test_imagenet_style_checkpoints_predict_on_a_centre_crop() -> None:
     batch = loaded.preprocess(Image.fromarray(left_black))
     assert batch.shape == (3, 224, 224)
     assert batch[0, 0, 0] == pytest.approx(-2.0) and batch[0, 0, -1] == pytest.approx(2.0)
-    square = preprocessing_of(rgb, 32, "cifar")
+    square = eval_preprocessing(rgb, 32, "cifar").to_record()
     assert square["resize_short_side"] is None

@@ -60,7 +60,7 @@ def _onnx(loaded: InferenceModel, path: Path, example: torch.Tensor) -> np.ndarr
 
 
 def _safetensors(loaded: InferenceModel, path: Path, example: torch.Tensor) -> np.ndarray:
-    from cnn_train.build import model_from_config
+    from cnn_train.models.registry import build_from_config
 
     storage = _need("safetensors.torch", "safetensors")
     metadata = {
@@ -70,7 +70,7 @@ def _safetensors(loaded: InferenceModel, path: Path, example: torch.Tensor) -> n
     }
     state = {key: value.contiguous() for key, value in loaded.model.state_dict().items()}
     storage.save_file(state, str(path), metadata=metadata)
-    rebuilt = model_from_config(loaded.config["model"])
+    rebuilt = build_from_config(loaded.config["model"])
     rebuilt.load_state_dict(storage.load_file(str(path)))
     rebuilt.eval()
     with torch.inference_mode():

@@ -2,53 +2,51 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from PIL import Image
 from torch import nn
-from torchvision.transforms import v2
+from torchvision.transforms.v2.functional import pil_to_tensor
 
-from cnn_train.build import model_from_config
 from cnn_train.checkpoint import load_checkpoint
+from cnn_train.data.preprocessing import EvalPreprocessing
 from cnn_train.errors import UserError
+from cnn_train.models.registry import build_from_config
 
 
 @dataclass
 class InferenceModel:
-    """A trained model on the CPU in eval mode, with what it needs to classify images."""
+    """A trained model on the CPU in eval mode, with what it needs to classify images.
+
+    `preprocessing` is the checkpoint's record; `evaluation` is the transform it describes.
+    """
 
     model: nn.Module
     class_names: list[str]
     preprocessing: dict[str, Any]
     config: dict[str, Any]
+    evaluation: EvalPreprocessing = field(init=False)
 
-    def preprocess(self, image: Any) -> torch.Tensor:
-        """A PIL image as the model's eval input [3, S, S], as the run's val loader made it."""
-        prep = self.preprocessing
-        image = image.convert("L" if prep["channels"] == 1 else "RGB")
-        pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
-        pixels = pixels.unsqueeze(-1) if pixels.dim() == 2 else pixels
-        batch = pixels.permute(2, 0, 1).unsqueeze(0)
-        size = prep["image_size"]
-        if prep.get("resize_short_side"):
-            batch = v2.functional.resize(batch, prep["resize_short_side"], antialias=True)
-            batch = v2.functional.center_crop(batch, [size, size])
-        elif batch.shape[-2:] != (size, size):
-            batch = v2.functional.resize(batch, [size, size], antialias=True)
-        batch = batch.float()
-        channels = batch.shape[1]
-        mean = torch.tensor(prep["mean"][:channels]).view(1, channels, 1, 1)
-        std = torch.tensor(prep["std"][:channels]).view(1, channels, 1, 1)
-        return ((batch / 255.0 - mean) / std).expand(-1, 3, -1, -1)[0]
+    def __post_init__(self) -> None:
+        self.evaluation = EvalPreprocessing.from_record(self.preprocessing)
+
+    def preprocess(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        """An image as the model's eval input [3, S, S], the tensor the run's val loader made.
+
+        `image`: a PIL image, or uint8 RGB [3, H, W] as `data.decode.read_rgb` reads files
+        (which `cnn-predict` uses, so JPEGs are decoded as the loaders decode them).
+        """
+        if isinstance(image, Image.Image):
+            image = pil_to_tensor(image.convert("RGB"))  # read_rgb's conversion
+        return self.evaluation(self.evaluation.from_rgb(image))
 
     def example_input(self, batch: int = 2) -> torch.Tensor:
         """A fixed random batch of the model's input shape, for tracing and checking exports."""
-        size = self.preprocessing["image_size"]
         generator = torch.Generator().manual_seed(0)
-        return torch.randn(batch, 3, size, size, generator=generator)
+        return torch.randn(batch, *self.evaluation.input_shape, generator=generator)
 
 
 def load_inference(path: str | Path) -> InferenceModel:
@@ -57,7 +55,7 @@ def load_inference(path: str | Path) -> InferenceModel:
     if "config" not in state or "model" not in state or "class_names" not in state:
         raise UserError(f"{path} is a weights file, not a cnn-train checkpoint; pass a best.pt")
     config = state["config"]
-    model = model_from_config(config["model"])
+    model = build_from_config(config["model"])
     model.load_state_dict(state["model"])
     model.eval()
     return InferenceModel(model, list(state["class_names"]), state["preprocessing"], config)

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from cnn_train.data.decode import BadImageError, read_rgb
 from cnn_train.errors import UserError
 from cnn_train.inference import load_inference
 
@@ -33,9 +34,11 @@ def image_paths(items: list[str] | str) -> list[Path]:
 
 @torch.inference_mode()
 def predict(checkpoint: str, images: list[str] | str, topk: int = 5) -> list[dict[str, Any]]:
-    """For each image, the top-k class names and probabilities under the checkpoint's model."""
-    from PIL import Image, UnidentifiedImageError
+    """For each image, the top-k class names and probabilities under the checkpoint's model.
 
+    Files are decoded as the data loaders decode them, so an image of the validation split gets
+    the input tensor its validation gave.
+    """
     if topk < 1:
         raise UserError(f"topk must be >= 1, got {topk}")
     loaded = load_inference(checkpoint)
@@ -44,9 +47,8 @@ def predict(checkpoint: str, images: list[str] | str, topk: int = 5) -> list[dic
     paths = image_paths(images)
     for path in paths:
         try:
-            with Image.open(path) as image:
-                batch = loaded.preprocess(image).unsqueeze(0)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+            batch = loaded.preprocess(read_rgb(str(path))).unsqueeze(0)
+        except (BadImageError, OSError) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
             log.warning(f"skipped {path}: not a readable image ({reason[:200]})")
             results.append({"image": str(path), "skipped": reason[:200]})

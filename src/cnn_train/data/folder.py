@@ -10,17 +10,16 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from sklearn.model_selection import train_test_split
 from torchvision.datasets.folder import find_classes
 
 from cnn_train.data.decode import decode_files, too_many_bad_files
 from cnn_train.data.memory import LabelledImages
+from cnn_train.data.order import holdout_split
+from cnn_train.data.registry import register_dataset
 from cnn_train.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cnn_train.errors import UserError
 
 log = logging.getLogger(__name__)
-
-SPLIT_SEED = 0
 LAYOUT = (
     "expected root/<class>/<image> or root/train/<class>/<image> "
     "(optional root/val/<class>/..., root/test/<class>/...)"
@@ -191,20 +190,12 @@ def scan_split(
 
 def stratified_split(files: ImageFiles, fraction: float) -> tuple[ImageFiles, ImageFiles]:
     """A fixed stratified train/val split of one split's files."""
-    indices = list(range(len(files)))
-    try:
-        train, val = train_test_split(
-            indices, test_size=fraction, stratify=files.labels.numpy(), random_state=SPLIT_SEED
-        )
-    except ValueError as error:
-        counts = torch.bincount(files.labels)
-        raise UserError(
-            f"cannot hold out data.val_fraction={fraction} of {len(files)} images in "
-            f"{len(counts)} classes (the smallest has {int(counts.min())}); every class needs "
-            "images on both sides: add images, change data.val_fraction, or add a val/ folder"
-        ) from error
+    hint = "add images, change data.val_fraction, or add a val/ folder"
+    train, val = (
+        rows.sort().values.tolist() for rows in holdout_split(files.labels, fraction, hint)
+    )
     pick = lambda rows: ImageFiles([files.paths[i] for i in rows], files.labels[rows])  # noqa: E731
-    return pick(sorted(train)), pick(sorted(val))
+    return pick(train), pick(val)
 
 
 def scan_folder(
@@ -232,6 +223,8 @@ def scan_folder(
     return FileDataset(splits, names, native_size=0)
 
 
+@register_dataset("folder")
+@register_dataset("cifar10_folder")
 def load_folder_dataset(cfg: DictConfig) -> FileDataset:
     """Any ImageFolder tree; `data.root` points at it."""
     return scan_folder(cfg.root, cfg.val_fraction, cfg.max_per_class)

@@ -8,12 +8,14 @@ from omegaconf import DictConfig
 from torchvision.datasets import ImageNet
 
 from cnn_train.data.folder import FileDataset, scan_folder
+from cnn_train.data.registry import register_dataset
 from cnn_train.errors import UserError
 
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
 ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 
 
+@register_dataset("imagenet")
 def load_imagenet_dataset(cfg: DictConfig) -> FileDataset:
     """`data.root` with train/<wnid>/* and val/<wnid>/*, or with the three official archives."""
     if not cfg.root:

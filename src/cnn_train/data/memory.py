@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cnn_train.data.order import batch_count, epoch_generator, pass_indices
+from cnn_train.data.preprocessing import EvalPreprocessing
 from cnn_train.data.transforms import Normalize, augment_batch
 
 
@@ -35,7 +36,10 @@ class InMemoryDataset:
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize a uint8 batch to size x size (bilinear, antialiased), keeping uint8."""
+    """Resize a uint8 training batch to size x size (bilinear, antialiased), keeping uint8.
+
+    Evaluation splits are resized by `EvalPreprocessing`, as every other evaluation path does.
+    """
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     resized = F.interpolate(
@@ -50,6 +54,8 @@ class InMemoryLoader:
     Grayscale images are repeated to 3 channels. Order and augmentation depend only on
     (seed, epoch, batch position, rank): the same batches come out whatever else runs.
     `skipped_files` counts the files of a decoded folder split that were left out as unreadable.
+    An evaluation split (not shuffled) is resized and normalized by `evaluation` (default: the
+    plain resize to `image_size`), so its batches equal every other evaluation path's.
     """
 
     def __init__(
@@ -68,8 +74,15 @@ class InMemoryLoader:
         rank: int = 0,
         world_size: int = 1,
         skipped_files: int = 0,
+        evaluation: EvalPreprocessing | None = None,
     ) -> None:
-        self.images = resize_uint8(data.images, image_size).to(device)
+        if shuffle:
+            self.images = resize_uint8(data.images, image_size).to(device)
+            self.normalize = Normalize(mean, std, device)
+        else:
+            evaluation = evaluation or EvalPreprocessing(image_size, mean, std)
+            self.images = evaluation.resize(data.images).to(device)
+            self.normalize = evaluation.normalizer(device)
         self.skipped_files = skipped_files
         self.labels = data.labels.to(device)
         self.batch_size = batch_size
@@ -80,7 +93,6 @@ class InMemoryLoader:
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.device = device
-        self.normalize = Normalize(mean, std, device)
 
     @property
     def dataset_size(self) -> int:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from cnn_train.errors import UserError
+
 SEED_STRIDE = 100_003
+SPLIT_SEED = 0  # the one seed of every held-out validation split: the same split in every run
 
 
 def mixed_seed(seed: int, epoch: int, *extra: int) -> int:
@@ -49,3 +53,28 @@ def batch_count(count: int, *, train: bool, batch_size: int, rank: int, world_si
         return (count // world_size) // batch_size
     mine = len(range(rank, count, world_size))
     return -(-mine // batch_size)
+
+
+def holdout_split(
+    labels: torch.Tensor, fraction: float, hint: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed stratified split of samples with `labels`: (kept, held-out) indices, each in the
+    split's own shuffled order (sort them to keep the files' order).
+
+    Every class needs samples on both sides, else a UserError ending in `hint` (what to change).
+    """
+    from sklearn.model_selection import train_test_split
+
+    indices = np.arange(len(labels))
+    try:
+        kept, held = train_test_split(
+            indices, test_size=fraction, stratify=labels.numpy(), random_state=SPLIT_SEED
+        )
+    except ValueError as error:
+        counts = torch.bincount(labels)
+        raise UserError(
+            f"cannot hold out data.val_fraction={fraction} of {len(labels)} images in "
+            f"{len(counts)} classes (the smallest has {int(counts.min())}); every class needs "
+            f"images on both sides: {hint}"
+        ) from error
+    return torch.from_numpy(kept), torch.from_numpy(held)

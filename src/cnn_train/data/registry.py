@@ -15,19 +15,20 @@ built-in datasets.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from omegaconf import DictConfig
-
-from cnn_train.data.folder import FileDataset
-from cnn_train.data.memory import InMemoryDataset
 from cnn_train.errors import UserError
 from cnn_train.plugins import load_plugins
 
-Dataset = InMemoryDataset | FileDataset
-Builder = TypeVar("Builder", bound=Callable[[DictConfig], Dataset])
-DATASETS: dict[str, Callable[[DictConfig], Dataset]] = {}
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+Builder = TypeVar("Builder", bound=Callable[..., Any])
+DATASETS: dict[str, Callable[[DictConfig], Any]] = {}
+# The modules whose builders register the built-in datasets, imported at the first look-up.
+BUILT_IN_MODULES = ("digits", "synthetic", "vision", "folder", "imagenet")
 
 
 def register_dataset(name: str) -> Callable[[Builder], Builder]:
@@ -42,8 +43,10 @@ def register_dataset(name: str) -> Callable[[Builder], Builder]:
     return register
 
 
-def get_dataset_builder(name: str) -> Callable[[DictConfig], Dataset]:
+def get_dataset_builder(name: str) -> Callable[[DictConfig], Any]:
     """The builder registered as `name`, or a UserError listing the valid names."""
+    for module in BUILT_IN_MODULES:
+        importlib.import_module(f"cnn_train.data.{module}")
     if name not in DATASETS:
         load_plugins()
     if name not in DATASETS:

@@ -6,6 +6,7 @@ import torch
 from omegaconf import DictConfig
 
 from cnn_train.data.memory import InMemoryDataset, LabelledImages
+from cnn_train.data.registry import register_dataset
 
 DATA_SEED = 1234
 
@@ -20,6 +21,7 @@ def _sample(
     return LabelledImages(images, labels)
 
 
+@register_dataset("synthetic")
 def load_synthetic_dataset(cfg: DictConfig) -> InMemoryDataset:
     """A learnable dataset of `train_samples` + `val_samples` images, the same on every call."""
     generator = torch.Generator().manual_seed(DATA_SEED)

@@ -1,5 +1,6 @@
 """Augmentation presets (`data.augment`): per-image torchvision v2 pipelines and batched tensor ops.
 
+Training only: evaluation resizes one way for every preset (`data/preprocessing.py`).
 Per-image pipelines take a uint8 RGB tensor [3, H, W] and return uint8 [3, S, S] (float32 in
 [0, 1] when they add lighting noise); `Normalize` turns whole batches into normalized float32 on
 their device, so workers ship 4x fewer bytes. Batched versions exist for the presets that need no
@@ -73,23 +74,25 @@ class Normalize:
 
 
 def image_transform(
-    preset: str, size: int, *, train: bool
+    preset: str, size: int, *, train: bool = True
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The per-image pipeline of `preset` at output side `size` (normalize batches afterwards)."""
+    """The per-image training pipeline of `preset` at output side `size` (normalize batches
+    afterwards). Evaluation has one pipeline for every preset and path: `EvalPreprocessing`."""
     check_preset(preset)
+    if not train:
+        raise ValueError("evaluation images go through data.preprocessing.EvalPreprocessing")
     resize = round(size * 256 / 224)  # ImageNet's 256 -> 224, scaled to other sizes
     if preset == "none":
         steps = [v2.Resize((size, size), antialias=True)]
     elif preset == "cifar":
-        steps = [v2.Resize((size, size), antialias=True)]
-        if train:
-            steps += [v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip()]
+        steps = [
+            v2.Resize((size, size), antialias=True),
+            v2.RandomCrop(size, padding=size // 8),
+            v2.RandomHorizontalFlip(),
+        ]
     elif preset == "imagenet":
-        if train:
-            steps = [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
-        else:
-            steps = [v2.Resize(resize, antialias=True), v2.CenterCrop(size)]
-    elif train:  # alexnet2012
+        steps = [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
+    else:  # alexnet2012
         steps = [
             v2.Resize(resize, antialias=True),
             v2.RandomCrop(size),
@@ -97,8 +100,6 @@ def image_transform(
             v2.ToDtype(torch.float32, scale=True),
             Lighting(),
         ]
-    else:
-        steps = [v2.Resize(resize, antialias=True), v2.CenterCrop(size)]
     return v2.Compose(steps)
 
 

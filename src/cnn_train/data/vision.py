@@ -9,13 +9,12 @@ from urllib.error import URLError
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from sklearn.model_selection import train_test_split
 from torchvision import datasets
 
 from cnn_train.data.memory import InMemoryDataset, LabelledImages
+from cnn_train.data.order import holdout_split
+from cnn_train.data.registry import register_dataset
 from cnn_train.errors import UserError
-
-SPLIT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -81,6 +80,10 @@ def _as_split(dataset) -> LabelledImages:
     return LabelledImages(images.contiguous(), torch.as_tensor(np.asarray(dataset.targets)).long())
 
 
+@register_dataset("cifar10")
+@register_dataset("cifar100")
+@register_dataset("mnist")
+@register_dataset("fashion_mnist")
 def load_vision_dataset(cfg: DictConfig) -> InMemoryDataset:
     """Train (minus a fixed stratified val split), val and the official test split, as uint8."""
     spec = SPECS[cfg.name]
@@ -88,19 +91,10 @@ def load_vision_dataset(cfg: DictConfig) -> InMemoryDataset:
     full = _open(spec, cfg.name, root, True, cfg.download)
     test = _open(spec, cfg.name, root, False, cfg.download)
     train = _as_split(full)
-    try:
-        keep, hold = train_test_split(
-            np.arange(len(train)),
-            test_size=cfg.val_fraction,
-            stratify=train.labels.numpy(),
-            random_state=SPLIT_SEED,
-        )
-    except ValueError as error:
-        raise UserError(
-            f"cannot hold out data.val_fraction={cfg.val_fraction} of {len(train)} {cfg.name} "
-            f"training images ({error}); change data.val_fraction"
-        ) from error
-    keep, hold = torch.from_numpy(np.sort(keep)), torch.from_numpy(np.sort(hold))
+    keep, hold = (
+        indices.sort().values
+        for indices in holdout_split(train.labels, cfg.val_fraction, "change data.val_fraction")
+    )
     return InMemoryDataset(
         splits={
             "train": LabelledImages(train.images[keep], train.labels[keep]),
