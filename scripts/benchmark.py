@@ -50,20 +50,17 @@ def _peak_rss_mb() -> float:
 def _compose(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_module
 
-    from cnn_train.schema import register_configs
-
-    register_configs()
     with initialize_config_module(config_module="cnn_train.configs", version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
 
 
 def _fit_speeds(overrides: list[str]) -> dict:
-    """Run cnn-train's `fit`; the images/s of every epoch after the first."""
-    from cnn_train.engine.trainer import fit
+    """Run a cnn-train training job; the images/s of every epoch after the first."""
+    from cnn_train.engine.trainer import run_training
 
     cfg = _compose(overrides)
     with tempfile.TemporaryDirectory() as run_dir:
-        fit(cfg, Path(run_dir))
+        run_training(cfg, Path(run_dir))
         lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
     speeds = [json.loads(line)["images_per_sec"] for line in lines[1:]]
     return {"images_per_sec": statistics.median(speeds), "peak_rss_mb": _peak_rss_mb()}
@@ -132,6 +129,7 @@ def arm_bare(args: argparse.Namespace, model: str) -> dict:
     from cnn_train.build import build_model_and_data
     from cnn_train.distributed import resolve_device
     from cnn_train.engine.precision import resolve_precision, use_channels_last
+    from cnn_train.models import get_spec
     from cnn_train.optim import build_optimizer
 
     overrides = [f"model={model}", f"data={args.data}", f"data.batch_size={args.batch_size}"]
@@ -140,9 +138,8 @@ def arm_bare(args: argparse.Namespace, model: str) -> dict:
     device = resolve_device(cfg.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # as the loop sets it
     precision = resolve_precision(cfg.trainer.precision, device)
-    channels_last = use_channels_last(
-        cfg.trainer.channels_last, device, cfg.model.name, built.image_size
-    )
+    spec = get_spec(cfg.model.name)
+    channels_last = use_channels_last(cfg.trainer.channels_last, device, spec, built.image_size)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = built.model.to(device, memory_format=memory_format).train()
     size, batch = built.image_size, args.batch_size

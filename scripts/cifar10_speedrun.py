@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPO / "src"))
     from cnn_train.cli import compose_config
     from cnn_train.data import InMemoryDataset, LabelledImages, register_dataset
-    from cnn_train.engine.trainer import fit
+    from cnn_train.engine.trainer import run_training
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> None:
     cfg = compose_config("train", overrides)
     run_dir = REPO / "outputs" / "cifar10_speedrun" / time.strftime("%Y-%m-%d_%H-%M-%S")
     run_dir.mkdir(parents=True)
-    fit(cfg, run_dir)
+    run_training(cfg, run_dir)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     elapsed, reached = 0.0, None
     for record in records:

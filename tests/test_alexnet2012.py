@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from cnn_train.checkpoint import load_checkpoint
-from cnn_train.engine.trainer import fit
+from cnn_train.config_checks import check_train_config
+from cnn_train.engine.trainer import run_training
 from cnn_train.errors import UserError
 from cnn_train.models import build_model
 from cnn_train.models.alexnet2012 import AlexNet2012, TowerLocalResponseNorm
 from cnn_train.models.split import SplitAlexNet, group_state_dict, place_model
-from cnn_train.validation import validate_train
 from tests.helpers import compose_config, run_cli
 
 
@@ -123,7 +123,7 @@ def test_split_needs_two_devices_that_exist(devices: list[str], message: str) ->
 
 def test_split_config_composes_with_its_model() -> None:
     cfg = compose_config("train", ["model=alexnet2012", "device=alexnet_split"])
-    validate_train(cfg)
+    check_train_config(cfg)
     assert cfg.device.name == "alexnet_split" and list(cfg.device.devices) == ["cuda:0", "cuda:1"]
     assert cfg.model.name == "alexnet2012"
     cfg = compose_config("train", ["device=alexnet_split", "device.devices=[cuda:0,cpu]"])
@@ -141,7 +141,7 @@ def test_cli_composes_the_split_device(tmp_path: Path) -> None:
 
 
 def test_a_trained_checkpoint_loads_into_the_split_model(train_config, tmp_path: Path) -> None:
-    fit(train_config("model=alexnet2012", "trainer.max_steps=2"), tmp_path)
+    run_training(train_config("model=alexnet2012", "trainer.max_steps=2"), tmp_path)
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     grouped = build_model("alexnet2012", 10, "imagenet").eval()
     grouped.load_state_dict(state["model"])
@@ -152,7 +152,7 @@ def test_a_trained_checkpoint_loads_into_the_split_model(train_config, tmp_path:
 
 
 def test_cnn_train_trains_the_split_model_and_saves_the_grouped_form(train_config, tmp_path):
-    fit(
+    run_training(
         train_config("model=alexnet2012", "device=alexnet_split", "device.devices=[cpu,cpu]"),
         tmp_path,
     )

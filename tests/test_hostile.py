@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-import cnn_train.engine.guards as guards
+import cnn_train.engine.loop as loop
 import cnn_train.engine.trainer as trainer_module
+from cnn_train.config_checks import check_train_config
 from cnn_train.engine.stepper import Stepper
-from cnn_train.engine.trainer import fit
+from cnn_train.engine.trainer import run_training
 from cnn_train.errors import Interrupted, UserError
-from cnn_train.validation import validate_train
 from tests.helpers import QUICK, compose_config, run_cli, write_image, write_tree
 from tests.helpers.runs import LONG_RUN, assert_same_state, finish, start_training
 
@@ -74,17 +74,17 @@ def test_the_command_line_cannot_name_code_to_run(tmp_path: Path, script: str, c
 def test_resume_refuses_a_checkpoint_of_other_settings(
     train_config, tmp_path: Path, overrides: list[str], names: str
 ) -> None:
-    fit(train_config(), tmp_path)
+    run_training(train_config(), tmp_path)
     before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
     with pytest.raises(UserError, match=r"trained with other settings: .*") as raised:
-        fit(train_config("resume=auto", *overrides), tmp_path)
+        run_training(train_config("resume=auto", *overrides), tmp_path)
     assert names in str(raised.value) and "\n" not in str(raised.value)
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
 
 
 def test_resume_allows_a_longer_run_moved_data_and_other_workers(train_config, tmp_path) -> None:
-    fit(train_config(), tmp_path)
-    fit(train_config("resume=auto", "trainer.epochs=2", "data.num_workers=1"), tmp_path)
+    run_training(train_config(), tmp_path)
+    run_training(train_config("resume=auto", "trainer.epochs=2", "data.num_workers=1"), tmp_path)
     assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
 
 
@@ -93,13 +93,13 @@ def test_a_class_count_other_than_the_datasets_is_refused_up_front(
     train_config, tmp_path: Path, requested: int
 ) -> None:
     with pytest.raises(UserError, match=f"model.num_classes={requested} but the dataset has 10"):
-        fit(train_config(f"model.num_classes={requested}"), tmp_path)
+        run_training(train_config(f"model.num_classes={requested}"), tmp_path)
     assert not (tmp_path / "checkpoints").exists()
 
 
 def test_a_one_class_dataset_is_refused(train_config, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="at least 2"):
-        fit(train_config("data.num_classes=1"), tmp_path)
+        run_training(train_config("data.num_classes=1"), tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -120,13 +120,13 @@ def test_a_one_class_dataset_is_refused(train_config, tmp_path: Path) -> None:
 )
 def test_values_that_would_reach_torch_unchecked_are_refused(override: str, key: str) -> None:
     with pytest.raises(UserError, match=key.replace(".", r"\.")) as raised:
-        validate_train(compose_config("train", [*QUICK, *override.split()]))
+        check_train_config(compose_config("train", [*QUICK, *override.split()]))
     assert "\n" not in str(raised.value)
 
 
 @pytest.mark.slow
 def test_cnn_export_never_overwrites_the_checkpoint_it_reads(tmp_path: Path, train_config):
-    fit(train_config(), tmp_path / "run")
+    run_training(train_config(), tmp_path / "run")
     best = tmp_path / "run" / "checkpoints" / "best.pt"
     before = best.read_bytes()
     done = run_cli("cnn-export", f"checkpoint={best}", "format=torchscript", f"output={best}",
@@ -143,7 +143,7 @@ def test_cnn_export_never_overwrites_the_checkpoint_it_reads(tmp_path: Path, tra
 
 @pytest.mark.slow
 def test_cnn_predict_skips_a_decompression_bomb_and_classifies_the_rest(tmp_path, train_config):
-    fit(train_config("data.num_classes=3"), tmp_path / "run")
+    run_training(train_config("data.num_classes=3"), tmp_path / "run")
     folder = tmp_path / "images"
     folder.mkdir()
     Image.new("RGB", (8, 8), "red").save(folder / "a_good.png")
@@ -179,7 +179,7 @@ def test_an_unsafe_pickle_is_refused_without_advice_to_unpickle_it(tmp_path: Pat
 
 
 def test_a_folder_passed_as_a_checkpoint_names_the_file_to_pass(tmp_path, train_config):
-    fit(train_config(), tmp_path / "run")
+    run_training(train_config(), tmp_path / "run")
     line = one_error_line(run_cli("cnn-eval", "checkpoint=run", cwd=tmp_path))
     assert "is a folder" in line and "run/checkpoints/best.pt" in line
 
@@ -211,11 +211,11 @@ def test_a_deferred_nonfinite_check_never_saves_nan_weights(
     train_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where, call, overrides
 ) -> None:
     """The GPU's one-step-late check, forced on the CPU: every save reads the last flag first."""
-    monkeypatch.setattr(guards, "DEFERRED_DEVICE_TYPES", frozenset({"cpu"}))
+    monkeypatch.setattr(loop, "DEFERRED_DEVICE_TYPES", frozenset({"cpu"}))
     monkeypatch.setattr(Stepper, "train_batch", poison_at_call(call))
     cfg = train_config("trainer.epochs=2", *overrides)  # 64 images / 16 = 4 steps an epoch
     with pytest.raises(UserError, match=f"non-finite at step {call};"):
-        fit(cfg, tmp_path)
+        run_training(cfg, tmp_path)
     for path in (tmp_path / "checkpoints").glob("*.pt"):
         state = torch.load(path, weights_only=True)
         assert state["step"] < call, where
@@ -228,8 +228,8 @@ def test_a_stop_signal_during_validation_saves_and_the_resumed_run_is_bitwise_eq
     train_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     straight = tmp_path / "straight"
-    fit(train_config("trainer.epochs=2"), straight)
-    real_evaluate = trainer_module.evaluate
+    run_training(train_config("trainer.epochs=2"), straight)
+    real_evaluate = trainer_module.eval_pass
     calls = {"count": 0}
 
     def signal_in_last_validation(*args, **kwargs):
@@ -238,15 +238,15 @@ def test_a_stop_signal_during_validation_saves_and_the_resumed_run_is_bitwise_eq
             os.kill(os.getpid(), signal.SIGTERM)
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "evaluate", signal_in_last_validation)
+    monkeypatch.setattr(trainer_module, "eval_pass", signal_in_last_validation)
     stopped = tmp_path / "stopped"
     with pytest.raises(Interrupted) as raised:
-        fit(train_config("trainer.epochs=2"), stopped)
+        run_training(train_config("trainer.epochs=2"), stopped)
     assert raised.value.exit_code == 143
     state = torch.load(stopped / "checkpoints" / "last.pt", weights_only=True)
     assert (state["epoch"], state["epoch_done"], state["batch_in_epoch"]) == (1, False, 4)
-    monkeypatch.setattr(trainer_module, "evaluate", real_evaluate)
-    fit(train_config("trainer.epochs=2", "resume=auto"), stopped)
+    monkeypatch.setattr(trainer_module, "eval_pass", real_evaluate)
+    run_training(train_config("trainer.epochs=2", "resume=auto"), stopped)
     assert_same_state(straight, stopped)
 
 

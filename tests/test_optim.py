@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from cnn_train.engine.trainer import fit
+from cnn_train.config_checks import check_train_config
+from cnn_train.engine.trainer import run_training
 from cnn_train.errors import UserError
 from cnn_train.models import build_model
 from cnn_train.optim import build_optimizer, build_schedule
-from cnn_train.validation import validate_train
 from tests.helpers import compose_config
 
 
@@ -96,19 +96,19 @@ def test_onecycle_rejects_a_second_warmup() -> None:
 def test_negative_warmup_is_a_user_error() -> None:
     cfg = config("scheduler=cosine", "scheduler.warmup_epochs=-1")
     with pytest.raises(UserError, match=r"scheduler\.warmup_epochs must be >= 0"):
-        validate_train(cfg)  # the run checks its config before it builds anything
+        check_train_config(cfg)  # the run checks its config before it builds anything
 
 
 def test_a_plateau_run_resumes_with_its_schedule(train_config, tmp_path) -> None:
     overrides = ("scheduler=plateau", "scheduler.patience=0", "optimizer=rmsprop")
     first = tmp_path / "first"
     first.mkdir()
-    fit(train_config(*overrides, "trainer.epochs=1", "scheduler.warmup_epochs=0.5"), first)
+    run_training(train_config(*overrides, "trainer.epochs=1", "scheduler.warmup_epochs=0.5"), first)
     state = torch.load(first / "checkpoints" / "last.pt", weights_only=True)
     assert state["scheduler"]["iterations"] == 4 and state["scheduler"]["warmup"]
     second = tmp_path / "second"
     second.mkdir()
-    resumed = fit(
+    resumed = run_training(
         train_config(*overrides, "trainer.epochs=2", f"resume={first}"),
         second,
     )

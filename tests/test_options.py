@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook
 
-from cnn_train.engine.trainer import fit
+from cnn_train.engine.trainer import run_training
 from tests.helpers import read_metrics
 
 
@@ -36,7 +36,7 @@ def test_each_precision_computes_in_its_dtype_on_the_cpu(
             "trainer.max_steps=2",
             "trainer.limit_val_batches=1",
         )
-        fit(train_config(*overrides), tmp_path)
+        run_training(train_config(*overrides), tmp_path)
     finally:
         handle.remove()
     assert computed == {
@@ -48,12 +48,12 @@ def test_each_precision_computes_in_its_dtype_on_the_cpu(
 
 
 def test_accumulation_steps_the_optimizer_every_n_batches(train_config, tmp_path: Path) -> None:
-    fit(train_config("trainer.accumulate_steps=2", "trainer.epochs=2"), tmp_path)
+    run_training(train_config("trainer.accumulate_steps=2", "trainer.epochs=2"), tmp_path)
     assert [record["step"] for record in read_metrics(tmp_path)] == [2, 4]
 
 
 def test_ema_weights_are_evaluated_and_kept(train_config, tmp_path: Path) -> None:
-    fit(train_config("trainer.ema_decay=0.9"), tmp_path)
+    run_training(train_config("trainer.ema_decay=0.9"), tmp_path)
     record = read_metrics(tmp_path)[0]
     assert 0.0 <= record["val_ema_acc1"] <= 1.0
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
@@ -71,7 +71,7 @@ def test_ema_weights_are_evaluated_and_kept(train_config, tmp_path: Path) -> Non
     ],
 )
 def test_options_train_to_finite_weights(train_config, tmp_path: Path, overrides) -> None:
-    summary = fit(train_config(*overrides), tmp_path)
+    summary = run_training(train_config(*overrides), tmp_path)
     assert summary["step"] == 4
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
@@ -91,7 +91,7 @@ def test_compile_does_not_recompile_after_the_first_epoch(
 
     def run(epochs: int, folder: Path) -> None:
         folder.mkdir()
-        fit(
+        run_training(
             train_config(
                 "trainer.compile=true",
                 f"trainer.epochs={epochs}",
@@ -110,7 +110,7 @@ def test_compile_does_not_recompile_after_the_first_epoch(
 
 
 def test_tensorboard_holds_the_documented_tags_by_step(train_config, tmp_path: Path) -> None:
-    fit(
+    run_training(
         train_config(
             "trainer.epochs=2",
             "tracking.histogram_every=1",

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import cnn_train.engine.precision as precision_module
-from cnn_train.engine.evaluator import run_eval
+from cnn_train.engine.evaluator import eval_checkpoint
 from cnn_train.engine.precision import cpu_has_native_bf16, resolve_precision
-from cnn_train.engine.trainer import fit
+from cnn_train.engine.trainer import run_training
 from tests.helpers import compose_config, read_metrics, run_cli
 
 CPU = torch.device("cpu")
@@ -56,7 +56,7 @@ def test_native_bf16_is_what_torch_reports_for_this_cpu(
 
 
 def test_a_run_under_auto_saves_the_precision_this_cpu_got(train_config, tmp_path: Path) -> None:
-    fit(train_config(*TINY), tmp_path)
+    run_training(train_config(*TINY), tmp_path)
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert state["config"]["trainer"]["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")
 
@@ -64,7 +64,7 @@ def test_a_run_under_auto_saves_the_precision_this_cpu_got(train_config, tmp_pat
 def _eval(checkpoint: Path, folder: Path, *overrides: str) -> dict:
     folder.mkdir()
     cfg = compose_config("eval", [f"checkpoint={checkpoint}", "device=cpu", *overrides])
-    return run_eval(cfg, folder)
+    return eval_checkpoint(cfg, folder)
 
 
 def test_auto_on_a_bf16_cpu_validates_and_evaluates_in_bf16_to_the_same_numbers(
@@ -73,7 +73,7 @@ def test_auto_on_a_bf16_cpu_validates_and_evaluates_in_bf16_to_the_same_numbers(
     # Tiny on purpose: where the CPU lacks native bf16, bf16 runs an order of magnitude slower.
     monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
     cfg = train_config(*TINY)
-    fit(cfg, tmp_path / "run")
+    run_training(cfg, tmp_path / "run")
     checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
     state = torch.load(checkpoint, weights_only=True)
     assert state["config"]["trainer"]["precision"] == "bf16"

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import cnn_train.checkpoint as checkpoint_module
-from cnn_train.engine.evaluator import run_eval
-from cnn_train.engine.trainer import fit
+from cnn_train.config_checks import check_train_config
+from cnn_train.engine.evaluator import eval_checkpoint
+from cnn_train.engine.trainer import run_training
 from cnn_train.errors import UserError
-from cnn_train.validation import validate_train
 from tests.helpers import compose_config, run_cli
 from tests.helpers.runs import (
     LONG_RUN,
@@ -72,7 +72,7 @@ def test_a_signal_saves_a_resumable_checkpoint_and_exits_with_its_code(
 def test_two_fresh_runs_with_one_seed_are_bitwise_equal(train_config, tmp_path: Path) -> None:
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        fit(train_config("seed=7", "model=alexnet"), tmp_path / name)
+        run_training(train_config("seed=7", "model=alexnet"), tmp_path / name)
     assert_same_state(tmp_path / "a", tmp_path / "b")
 
 
@@ -91,7 +91,7 @@ def test_a_save_that_crashes_halfway_leaves_the_previous_checkpoint(
 
     monkeypatch.setattr(checkpoint_module.torch, "save", crash_on_second_save)
     with pytest.raises(UserError, match=r"killed while writing.*previous checkpoint is intact"):
-        fit(train_config("trainer.epochs=2"), tmp_path)
+        run_training(train_config("trainer.epochs=2"), tmp_path)
     folder = tmp_path / "checkpoints"
     assert sorted(path.name for path in folder.iterdir()) == ["best.pt", "last.pt"]
     assert torch.load(folder / "last.pt", weights_only=True)["epoch"] == 0
@@ -105,7 +105,7 @@ def test_a_failed_save_is_an_error_naming_the_cause(
 
     monkeypatch.setattr(checkpoint_module.torch, "save", disk_full)
     with pytest.raises(UserError, match=r"could not write checkpoint .*No space left on device"):
-        fit(train_config(), tmp_path)
+        run_training(train_config(), tmp_path)
 
 
 def test_a_full_disk_reported_by_torch_is_one_line_and_keeps_the_last_checkpoint(
@@ -125,7 +125,7 @@ def test_a_full_disk_reported_by_torch_is_one_line_and_keeps_the_last_checkpoint
 
     monkeypatch.setattr(checkpoint_module.torch, "save", full_on_second_save)
     with pytest.raises(UserError, match="PytorchStreamWriter failed writing") as raised:
-        fit(train_config("trainer.epochs=2"), tmp_path)
+        run_training(train_config("trainer.epochs=2"), tmp_path)
     assert "\n" not in str(raised.value)
     last = tmp_path / "checkpoints" / "last.pt"
     assert torch.load(last, weights_only=True)["epoch"] == 0
@@ -134,7 +134,7 @@ def test_a_full_disk_reported_by_torch_is_one_line_and_keeps_the_last_checkpoint
 
 def test_a_non_finite_loss_stops_at_once_without_a_nan_checkpoint(train_config, tmp_path):
     with pytest.raises(UserError, match="non-finite at step") as raised:
-        fit(
+        run_training(
             train_config(
                 "optimizer.lr=1e30", "trainer.checkpoint_every_steps=1", "trainer.epochs=3"
             ),
@@ -164,23 +164,23 @@ def test_a_crafted_pickle_never_runs(tmp_path: Path, train_config) -> None:
     with open(evil, "wb") as handle:
         pickle.dump({"model": PlantsAMarker(marker)}, handle)
     with pytest.raises(UserError, match="never unpickles"):
-        run_eval(compose_config("eval", [f"checkpoint={evil}", "device=cpu"]), tmp_path)
+        eval_checkpoint(compose_config("eval", [f"checkpoint={evil}", "device=cpu"]), tmp_path)
     with pytest.raises(UserError, match="never unpickles"):
-        fit(train_config(f"model.weights={evil}"), tmp_path)
+        run_training(train_config(f"model.weights={evil}"), tmp_path)
     with pytest.raises(UserError, match="never unpickles"):
-        fit(train_config(f"resume={evil}"), tmp_path)
+        run_training(train_config(f"resume={evil}"), tmp_path)
     assert not marker.exists()
 
 
 def test_a_target_in_the_config_is_refused(train_config) -> None:
     with pytest.raises(UserError, match=r"model\._target_ is not accepted"):
-        validate_train(train_config("+model._target_=os.system"))
+        check_train_config(train_config("+model._target_=os.system"))
 
 
 def test_resume_auto_with_nothing_to_resume_starts_fresh(train_config, tmp_path: Path) -> None:
     run_dir = tmp_path / "outputs" / "day" / "run"
     run_dir.mkdir(parents=True)
-    summary = fit(train_config("resume=auto"), run_dir)
+    summary = run_training(train_config("resume=auto"), run_dir)
     assert summary["step"] == 4 and summary["run_dir"] == str(run_dir)
 
 
@@ -191,10 +191,10 @@ def test_resume_auto_never_takes_over_a_sibling_run_of_the_same_config(
     (sibling / ".hydra").mkdir(parents=True)
     cfg = train_config("resume=auto")
     (sibling / ".hydra" / "config.yaml").write_text(OmegaConfYaml.dump(cfg))
-    fit(cfg, sibling)
+    run_training(cfg, sibling)
     before = (sibling / "checkpoints" / "last.pt").stat().st_mtime_ns
     pinned.mkdir()
-    summary = fit(train_config("resume=auto"), pinned)
+    summary = run_training(train_config("resume=auto"), pinned)
     assert summary["run_dir"] == str(pinned) and summary["step"] == 4
     assert (pinned / "checkpoints" / "last.pt").is_file()
     assert (sibling / "checkpoints" / "last.pt").stat().st_mtime_ns == before
@@ -218,8 +218,10 @@ class OmegaConfYaml:
 def test_a_job_its_launcher_started_again_resumes_without_being_told(
     train_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, counter: str
 ) -> None:
-    fit(train_config(), tmp_path)
+    run_training(train_config(), tmp_path)
     monkeypatch.setenv(counter, "1")
-    summary = fit(train_config("trainer.epochs=2"), tmp_path)  # no resume= on the command line
+    summary = run_training(
+        train_config("trainer.epochs=2"), tmp_path
+    )  # no resume= on the command line
     assert summary["step"] == 8
     assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1

@@ -9,7 +9,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from cnn_train.engine.trainer import fit
+from cnn_train.engine.trainer import run_training
 from cnn_train.sweep import format_table, job_rows, write_result
 from tests.helpers import QUICK, compose_config, run_cli
 
@@ -74,7 +74,7 @@ def test_each_sweep_job_writes_its_hparams_into_its_own_event_file(sweep) -> Non
 def test_hparams_carry_the_final_val_metrics(train_config, tmp_path: Path) -> None:
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "overrides.yaml").write_text("- optimizer.lr=0.05\n- seed=3\n")
-    best = fit(train_config("optimizer.lr=0.05", "trainer.max_steps=2"), tmp_path)
+    best = run_training(train_config("optimizer.lr=0.05", "trainer.max_steps=2"), tmp_path)
     values, _ = hparams_of(tmp_path)
     assert values["seed"] == 3 and values["optimizer.name"] == "sgd"
     events = EventAccumulator(str(tmp_path / "tb"))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cnn_train.distributed import free_port
-from cnn_train.engine.trainer import fit
+from cnn_train.engine.trainer import run_training
 from tests.helpers import get_json, read_metrics
 
 TENSORBOARD_START_S = 90
@@ -37,7 +37,7 @@ def test_tensorboard_serves_the_val_acc1_series(train_config, tmp_path: Path) ->
     query = urllib.parse.urlencode({"run": "tb", "tag": "val/acc1"})
     url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?{query}"
     try:
-        fit(train_config(*SHORT), tmp_path)
+        run_training(train_config(*SHORT), tmp_path)
         records = read_metrics(tmp_path)
         deadline = time.monotonic() + TENSORBOARD_START_S
         series: object = None

@@ -11,7 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2, metadata
 
-from cnn_train.engine.trainer import fit
+from cnn_train.engine.trainer import run_training
 from cnn_train.tracking import RunTracker
 from tests.helpers import read_metrics, run_cli
 from tests.helpers.runs import assert_same_state
@@ -131,6 +131,6 @@ def test_logging_the_graph_leaves_training_unchanged(train_config, tmp_path: Pat
     """The trace runs in eval mode: BatchNorm statistics and dropout masks are not touched."""
     for graph in ("true", "false"):
         (tmp_path / graph).mkdir()
-        fit(train_config(f"tracking.graph={graph}", "seed=3"), tmp_path / graph)
+        run_training(train_config(f"tracking.graph={graph}", "seed=3"), tmp_path / graph)
     assert EventAccumulator(str(tmp_path / "true" / "tb")).Reload().Graph() is not None
     assert_same_state(tmp_path / "true", tmp_path / "false")

@@ -9,9 +9,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from cnn_train.engine.evaluator import run_eval
+from cnn_train.engine.evaluator import eval_checkpoint
 from cnn_train.engine.precision import cpu_has_native_bf16
-from cnn_train.engine.trainer import fit
+from cnn_train.engine.trainer import run_training
 from cnn_train.errors import UserError
 from tests.helpers import compose_config, read_metrics
 
@@ -47,7 +47,7 @@ def eval_config(checkpoint: Path, *overrides: str):
 @pytest.fixture
 def trained_run(train_config, tmp_path: Path) -> Path:
     """A two-epoch run on quick synthetic data."""
-    fit(train_config("trainer.epochs=2", "optimizer.lr=0.05"), tmp_path)
+    run_training(train_config("trainer.epochs=2", "optimizer.lr=0.05"), tmp_path)
     return tmp_path
 
 
@@ -81,7 +81,7 @@ def test_eval_reproduces_the_runs_val_accuracy_exactly(trained_run: Path, tmp_pa
     checkpoint = trained_run / "checkpoints" / "last.pt"
     out = tmp_path / "eval"
     out.mkdir()
-    record = run_eval(eval_config(checkpoint), out)
+    record = eval_checkpoint(eval_config(checkpoint), out)
     last = read_metrics(trained_run)[-1]
     assert record["acc1"] == last["val_acc1"] and record["acc5"] == last["val_acc5"]
     assert record["loss"] == pytest.approx(last["val_loss"], rel=1e-12)
@@ -92,13 +92,13 @@ def test_eval_reproduces_the_runs_val_accuracy_exactly(trained_run: Path, tmp_pa
 def test_eval_rejects_unknown_data_keys_and_splits(trained_run: Path, tmp_path: Path) -> None:
     checkpoint = trained_run / "checkpoints" / "last.pt"
     with pytest.raises(UserError, match=r"data\.colour"):
-        run_eval(eval_config(checkpoint, "+data.colour=1"), tmp_path)
+        eval_checkpoint(eval_config(checkpoint, "+data.colour=1"), tmp_path)
     with pytest.raises(UserError, match="no 'test' split"):
-        run_eval(eval_config(checkpoint, "data.split=test"), tmp_path)
+        eval_checkpoint(eval_config(checkpoint, "data.split=test"), tmp_path)
 
 
 def test_max_steps_and_batch_limits_cut_the_run(train_config, tmp_path: Path) -> None:
-    fit(
+    run_training(
         train_config("trainer.epochs=5", "trainer.max_steps=3", "trainer.limit_val_batches=1"),
         tmp_path,
     )
@@ -111,9 +111,9 @@ def test_resume_from_an_epoch_end_continues_in_the_same_folder(train_config, tmp
     for folder in (straight, first, elsewhere):
         folder.mkdir()
     common = ("scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5")
-    fit(train_config("trainer.epochs=2", *common), straight)
-    fit(train_config("trainer.epochs=1", *common), first)
-    fit(train_config("trainer.epochs=2", f"resume={first}", *common), elsewhere)
+    run_training(train_config("trainer.epochs=2", *common), straight)
+    run_training(train_config("trainer.epochs=1", *common), first)
+    run_training(train_config("trainer.epochs=2", f"resume={first}", *common), elsewhere)
     assert not (elsewhere / "metrics.jsonl").exists()
     assert [r["epoch"] for r in read_metrics(first)] == [0, 1]
     expected = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
@@ -124,7 +124,7 @@ def test_resume_from_an_epoch_end_continues_in_the_same_folder(train_config, tmp
 
 
 def test_the_model_learns_synthetic_data(train_config, tmp_path: Path) -> None:
-    summary = fit(
+    summary = run_training(
         train_config(
             "trainer.epochs=3",
             "optimizer=adamw",
@@ -140,16 +140,16 @@ def test_the_model_learns_synthetic_data(train_config, tmp_path: Path) -> None:
 
 def test_a_batch_larger_than_the_training_split_is_a_user_error(train_config, tmp_path) -> None:
     with pytest.raises(UserError, match=r"smaller data\.batch_size"):
-        fit(train_config("data.batch_size=100"), tmp_path)
+        run_training(train_config("data.batch_size=100"), tmp_path)
 
 
 def test_weights_from_another_run_must_fit_the_model(trained_run: Path, train_config, tmp_path):
     checkpoint = trained_run / "checkpoints" / "last.pt"
     with pytest.raises(UserError, match="does not fit this model"):
-        fit(train_config(f"model.weights={checkpoint}", "model=vgg16"), tmp_path)
+        run_training(train_config(f"model.weights={checkpoint}", "model=vgg16"), tmp_path)
     out = tmp_path / "ok"
     out.mkdir()
-    fit(train_config(f"model.weights={checkpoint}", "trainer.max_steps=1"), out)
+    run_training(train_config(f"model.weights={checkpoint}", "trainer.max_steps=1"), out)
 
 
 def test_the_saved_config_is_plain_and_resolved(trained_run: Path) -> None:

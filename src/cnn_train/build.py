@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from cnn_train.data import Dataset, Loader, load_dataset, make_loader
+from cnn_train.data.loaders import Dataset, Loader, load_dataset, make_loader
 from cnn_train.errors import UserError
-from cnn_train.models import build_model, resolve_variant, working_image_size
-from cnn_train.schema import ModelConfig
-
-BASE_MODEL_KEYS = frozenset(item.name for item in fields(ModelConfig))
+from cnn_train.models import resolve_variant, working_image_size
+from cnn_train.models.registry import build_from_config as model_from_config
 
 
 @dataclass
@@ -33,22 +29,6 @@ class ModelAndData:
     def topk(self) -> int:
         """The k of top-k accuracy: 5, or the class count when there are fewer classes."""
         return min(5, self.num_classes)
-
-
-def model_from_config(
-    model_cfg: Mapping[str, Any], num_classes: int | None = None, variant: str | None = None
-) -> nn.Module:
-    """Build the model a model config names (a resolved one, as saved in checkpoints, by default).
-
-    The keys its schema adds to ModelConfig (e.g. `dropout`) go to the builder.
-    """
-    options = {key: value for key, value in model_cfg.items() if key not in BASE_MODEL_KEYS}
-    return build_model(
-        model_cfg["name"],
-        num_classes or model_cfg["num_classes"],
-        variant or model_cfg["variant"],
-        **options,
-    )
 
 
 def check_class_count(requested: int | None, in_data: int) -> int:
@@ -69,10 +49,7 @@ def build_model_and_data(model_cfg: DictConfig, data_cfg: DictConfig) -> ModelAn
     """Load the dataset, then build the model variant and image size that fit it."""
     dataset = load_dataset(data_cfg)
     num_classes = check_class_count(model_cfg.num_classes, len(dataset.class_names))
-    variant = resolve_variant(
-        model_cfg.name, model_cfg.variant, data_cfg.image_size or dataset.native_size
-    )
-    size = working_image_size(model_cfg.name, variant, dataset.native_size, data_cfg.image_size)
+    variant, size = model_shape(model_cfg, data_cfg, dataset.native_size)
     model = model_from_config(model_cfg, num_classes, variant)
     return ModelAndData(dataset, model, variant, size, num_classes, data_cfg)
 
@@ -85,14 +62,18 @@ def model_for_summary(
     `data.image_size` and `model.num_classes` win; the dataset is loaded only for what they
     leave open.
     """
-    size, classes = data_cfg.image_size, model_cfg.num_classes
-    native = size
-    if size is None or classes is None:
+    native, classes = data_cfg.image_size, model_cfg.num_classes
+    if native is None or classes is None:
         dataset = load_dataset(data_cfg)
         native, classes = dataset.native_size, classes or len(dataset.class_names)
-    variant = resolve_variant(model_cfg.name, model_cfg.variant, native)
-    size = working_image_size(model_cfg.name, variant, native, size)
+    variant, size = model_shape(model_cfg, data_cfg, native)
     return model_from_config(model_cfg, classes, variant), variant, size, classes
+
+
+def model_shape(model_cfg: DictConfig, data_cfg: DictConfig, native_size: int) -> tuple[str, int]:
+    """The variant and the image side that a model config takes for images of `native_size`."""
+    variant = resolve_variant(model_cfg.name, model_cfg.variant, data_cfg.image_size or native_size)
+    return variant, working_image_size(model_cfg.name, variant, native_size, data_cfg.image_size)
 
 
 def split_loader(

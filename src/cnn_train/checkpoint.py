@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -13,17 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnn_train.errors import UserError
+from cnn_train.errors import UserError, first_line
 
-PROGRESS_KEYS = (
-    "epoch",
-    "batch_in_epoch",
-    "epoch_done",
-    "step",
-    "total_steps",
-    "best_metric",
-    "best_epoch",
-)
 RUN_KEYS = ("config", "class_names", "preprocessing")
 TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "ema", "ema_updates")
 
@@ -38,12 +29,11 @@ def checkpoint_contents(
     """Everything a checkpoint holds, as plain values that load with `weights_only=True`.
 
     `training`: optimizer, scheduler, scaler and EMA states; `progress`: where the run is
-    (PROGRESS_KEYS); `run`: what it trains on (RUN_KEYS); `per_rank`: `rng` and `train_sums`,
-    one entry per rank of the job.
+    (`engine.state.Progress.to_dict()`); `run`: what it trains on (RUN_KEYS); `per_rank`: `rng`
+    and `train_sums`, one entry per rank of the job.
     """
     for name, part, keys in (
         ("training", training, TRAINING_KEYS),
-        ("progress", progress, PROGRESS_KEYS),
         ("run", run, RUN_KEYS),
         ("per_rank", per_rank, ("rng", "train_sums")),
     ):
@@ -68,9 +58,9 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
         os.replace(temporary, path)
     except (OSError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-        first_line = str(reason).strip().splitlines()[0] if str(reason).strip() else "write failed"
         raise UserError(
-            f"could not write checkpoint {path}: {first_line}; free disk space or fix permissions"
+            f"could not write checkpoint {path}: {first_line(reason, 'write failed')}; free disk "
+            "space or fix permissions"
             " (the previous checkpoint is intact)"
         ) from error
     finally:
@@ -120,17 +110,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
+def require_run_checkpoint(state: dict[str, Any], path: str | Path, keys: Sequence[str]) -> None:
+    """Refuse, in one line, a file that lacks what a cnn-train checkpoint holds (`keys`)."""
+    missing = [key for key in keys if key not in state]
+    if not missing:
+        return
+    if "config" not in state or "model" not in state:
+        raise UserError(f"{path} is a weights file, not a cnn-train checkpoint; pass a best.pt")
+    raise UserError(
+        f"{path} is not a complete cnn-train checkpoint (it lacks {', '.join(missing[:3])}); "
+        "pass a checkpoint that cnn-train wrote"
+    )
+
+
 def _load_failure(error: Exception) -> str:
     """Why a load failed, in words for a user who cannot change how it is loaded."""
-    text = str(error).strip()
-    if "Weights only load failed" in text:
+    text = first_line(error)
+    if "Weights only load failed" in str(error):
         return (
             "it holds Python objects beyond tensors and plain values, which cnn-train never "
             "unpickles; pass a cnn-train checkpoint or a state_dict saved with torch.save"
         )
-    detail = (
-        f"{type(error).__name__}: {text.splitlines()[0][:120]}" if text else type(error).__name__
-    )
+    detail = f"{type(error).__name__}: {text[:120]}" if text else type(error).__name__
     return f"the file is cut short, damaged or not a PyTorch checkpoint ({detail})"
 
 

@@ -15,10 +15,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue
 
-from cnn_train.errors import ExitRequest, Interrupted, UserError
-from cnn_train.schema import register_configs
+from cnn_train.errors import ExitRequest, Interrupted, exit_status, first_line
 from cnn_train.sweep import write_result
 
 CONFIG_PATH = "pkg://cnn_train.configs"
@@ -26,8 +24,6 @@ CONFIG_MODULE = "cnn_train.configs"
 # Config keys that make Hydra or logging import and call code: never from the command line.
 CODE_KEYS = frozenset({"_target_", "callbacks", "class", "()", "_partial_", "_args_"})
 log = logging.getLogger("cnn_train")
-
-register_configs()
 
 
 def compose_config(name: str, overrides: list[str], *, with_hydra: bool = False) -> DictConfig:
@@ -71,43 +67,43 @@ class JobFailed(Exception):
 
 
 def _run_job(job: Callable[[DictConfig, Path], dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:
-    """Run a job in Hydra's output folder; a UserError becomes one line on stderr and exit 1.
+    """Run a job in Hydra's output folder; an error the user can act on ends it with the status
+    and the one line that `errors.exit_status` gives.
 
-    In a multirun, any failure becomes JobFailed instead, so that the other jobs still run.
+    In a multirun, a failure becomes JobFailed instead, so that the other jobs still run; a stop
+    signal ends the sweep too.
     """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return job(cfg, run_dir)
-    except UserError as error:
-        message = str(error)
-    except ExitRequest as error:
-        # A signal (130/143) ends a sweep too; a failed data-parallel worker already said why.
-        if str(error) and int(os.environ.get("RANK", "0")) == 0:  # one rank says it, not each
-            log.warning(str(error))
-        if not multirun or isinstance(error, Interrupted) or error.exit_code in (130, 143):
-            sys.exit(error.exit_code)
-        raise JobFailed(f"a worker process exited with status {error.exit_code}") from error
-    except MissingMandatoryValue as error:
-        message = f"{error.full_key} is required; pass {error.full_key}=..."
     except Exception as error:
-        if not multirun:
-            raise
-        log.exception("the job failed")
-        message = f"{type(error).__name__}: {error}"
-    log.error(f"error: {message}")
+        status = exit_status(error)
+        if status is None and not multirun:
+            raise  # a bug: keep its traceback
+        if status is None:
+            log.exception("the job failed")
+        failure = error
+    code, message = status or (1, f"error: {type(failure).__name__}: {failure}")
+    if isinstance(failure, ExitRequest):  # a signal, or a worker that ended with its status
+        if message and int(os.environ.get("RANK", "0")) == 0:  # one rank says it, not each
+            log.warning(message)
+        if not multirun or isinstance(failure, Interrupted) or code in (130, 143):
+            sys.exit(code)
+        raise JobFailed(f"a worker process exited with status {code}") from failure
+    log.error(message)
     if multirun:
-        raise JobFailed(message)
+        raise JobFailed(message.removeprefix("error: "))
     sys.exit(1)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def _train(cfg: DictConfig) -> float:
-    from cnn_train.engine.trainer import fit
+    from cnn_train.engine.trainer import run_training
 
     job_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        summary = _run_job(fit, cfg)
+        summary = _run_job(run_training, cfg)
     except JobFailed as failure:
         write_result(job_dir, {"status": "failed", "error": str(failure)})
         return math.nan
@@ -124,9 +120,9 @@ def _train(cfg: DictConfig) -> float:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def _eval(cfg: DictConfig) -> None:
-    from cnn_train.engine.evaluator import run_eval
+    from cnn_train.engine.evaluator import eval_checkpoint
 
-    print(json.dumps(_run_job(run_eval, cfg)))
+    print(json.dumps(_run_job(eval_checkpoint, cfg)))
 
 
 def _one_line_override_errors(config_name: str) -> None:
@@ -146,8 +142,8 @@ def _one_line_override_errors(config_name: str) -> None:
     except MissingConfigException:
         return
     except ConfigCompositionException as error:
-        cause = str(error.__cause__).strip().splitlines()[0] if error.__cause__ else ""
-        message = str(error).strip().splitlines()[0].rstrip(".")
+        cause = first_line(error.__cause__) if error.__cause__ else ""
+        message = first_line(error).rstrip(".")
         print(f"error: {message}" + (f": {cause}" if cause else ""), file=sys.stderr)
         sys.exit(1)
 
@@ -194,15 +190,13 @@ def _run_tool(config_name: str, tool: Callable[[DictConfig], str], usage: str) -
     try:
         cfg = compose_config(config_name, sys.argv[1:])
         print(tool(cfg))
-    except UserError as error:
-        log.error(f"error: {error}")
-        sys.exit(1)
-    except MissingMandatoryValue as error:
-        log.error(f"error: {error.full_key} is required; pass {error.full_key}=...")
-        sys.exit(1)
-    except (HydraException, OmegaConfBaseException) as error:
-        log.error(f"error: {str(error).strip().splitlines()[0]}")
-        sys.exit(1)
+    except Exception as error:
+        status = exit_status(error)
+        if status is None and not isinstance(error, (HydraException, OmegaConfBaseException)):
+            raise
+        code, message = status or (1, f"error: {first_line(error)}")
+        log.error(message)
+        sys.exit(code)
 
 
 def _summary(cfg: DictConfig) -> str:
@@ -235,7 +229,7 @@ def summary() -> None:
     _run_tool(
         "train",
         _summary,
-        "usage: cnn-summary [cnn-train overrides, e.g. model=alexnet data.image_size=224]",
+        "usage: cnn-summary [cnn-train overrides, e.g. model=NAME data.image_size=224]",
     )
 
 

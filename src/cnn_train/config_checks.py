@@ -1,4 +1,4 @@
-"""The value checks that types cannot express: ranges, finiteness, names and unknown keys."""
+"""Config checks that types cannot express: ranges, finiteness, names and unknown keys."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from cnn_train.engine.precision import PRECISIONS
 from cnn_train.errors import UserError
+from cnn_train.models import MODELS
 from cnn_train.schema import TrackingConfig, TrainConfig, TrainerConfig
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-VARIANTS = ("auto", "imagenet", "small")
 BACKENDS = ("auto", "nccl", "gloo")
 MAX_IMAGE_SIZE = 4096
 
@@ -67,7 +67,7 @@ def _known_keys(node: DictConfig, schema: type, path: str) -> None:
         require(key in known, f"unknown key {where}; valid keys: {', '.join(sorted(known))}")
 
 
-def validate_train(cfg: DictConfig) -> None:
+def check_train_config(cfg: DictConfig) -> None:
     """Check the values that types cannot (ranges, names); raise UserError naming the key."""
     _reject_targets(cfg)
     _finite_numbers(cfg, "")
@@ -78,19 +78,19 @@ def validate_train(cfg: DictConfig) -> None:
         schema = OmegaConf.get_type(cfg[group])
         if schema is not None and dataclasses.is_dataclass(schema):
             _known_keys(cfg[group], schema, group)
-    validate_trainer(cfg.trainer)
+    check_trainer_config(cfg.trainer)
     require(
         cfg.tracking.histogram_every >= 0,
         f"tracking.histogram_every must be >= 0, got {cfg.tracking.histogram_every}",
     )
-    validate_model(cfg.model)
-    validate_data(cfg.data)
-    validate_optimizer(cfg.optimizer)
-    validate_scheduler(cfg.scheduler)
-    validate_device(cfg.device)
+    check_model_config(cfg.model)
+    check_data_config(cfg.data)
+    check_optimizer_config(cfg.optimizer)
+    check_scheduler_config(cfg.scheduler)
+    check_device_config(cfg.device)
 
 
-def validate_trainer(trainer: DictConfig) -> None:
+def check_trainer_config(trainer: DictConfig) -> None:
     """The loop's counts, precision and regularisers."""
     for key in (
         "epochs",
@@ -111,15 +111,17 @@ def validate_trainer(trainer: DictConfig) -> None:
     _one_of(trainer.precision, PRECISIONS, "trainer.precision")
 
 
-def validate_model(model: DictConfig) -> None:
+def check_model_config(model: DictConfig) -> None:
     """Class count, variant and dropout."""
     _positive(model.num_classes, "model.num_classes")
-    _one_of(model.variant, VARIANTS, "model.variant")
+    spec = MODELS.get(model.name)  # an unknown name is reported where the model is built
+    if spec is not None:
+        _one_of(model.variant, ("auto", *spec.min_size), "model.variant")
     if "dropout" in model:
         _in_range(model.dropout, 0, 1, "model.dropout")
 
 
-def validate_data(data: DictConfig) -> None:
+def check_data_config(data: DictConfig) -> None:
     """A data config's sizes, counts and fractions."""
     _positive(data.batch_size, "data.batch_size")
     _positive(data.eval_batch_size, "data.eval_batch_size")
@@ -145,7 +147,7 @@ def validate_data(data: DictConfig) -> None:
         )
 
 
-def validate_optimizer(optimizer: DictConfig) -> None:
+def check_optimizer_config(optimizer: DictConfig) -> None:
     """Learning rate, decay, momentum, betas and eps of whichever optimizer is chosen."""
     _positive(optimizer.lr, "optimizer.lr")
     require(
@@ -166,7 +168,7 @@ def validate_optimizer(optimizer: DictConfig) -> None:
         )
 
 
-def validate_scheduler(scheduler: DictConfig) -> None:
+def check_scheduler_config(scheduler: DictConfig) -> None:
     """Warmup and the chosen schedule's own settings."""
     require(
         scheduler.warmup_epochs >= 0,
@@ -198,7 +200,7 @@ def validate_scheduler(scheduler: DictConfig) -> None:
         )
 
 
-def validate_device(device: DictConfig) -> None:
+def check_device_config(device: DictConfig) -> None:
     """The device's name, and the data-parallel settings where the option has them."""
     from cnn_train.distributed import DEVICES
 

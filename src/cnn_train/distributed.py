@@ -19,13 +19,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from cnn_train.errors import ExitRequest, UserError
+from cnn_train.errors import ExitRequest, UserError, exit_status
 from cnn_train.logs import also_log_to, file_log_format
-from cnn_train.models.split import place_model as split_model
-from cnn_train.models.split import split_devices
+from cnn_train.models.registry import SPLIT_DEVICE_NAME, split_devices
 
 if TYPE_CHECKING:  # configs are read by key here; the import stays lazy for tools without Hydra
     from omegaconf import DictConfig
+
+    from cnn_train.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,16 @@ def _split_input(cfg: DictConfig, local_rank: int) -> torch.device:
 
 
 def _move(
-    model: nn.Module, cfg: DictConfig, device: torch.device, channels_last: bool
+    model: nn.Module, spec: ModelSpec, cfg: DictConfig, device: torch.device, channels_last: bool
 ) -> nn.Module:
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     return model.to(device, memory_format=memory_format)
 
 
 def _split(
-    model: nn.Module, cfg: DictConfig, device: torch.device, channels_last: bool
+    model: nn.Module, spec: ModelSpec, cfg: DictConfig, device: torch.device, channels_last: bool
 ) -> nn.Module:
-    return split_model(model, list(cfg.devices))
+    return spec.place_split(model, list(cfg.devices))
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class DeviceOption:
     and whether the job runs one process per device (data parallel)."""
 
     resolve: Callable[[DictConfig, int], torch.device]
-    place: Callable[[nn.Module, DictConfig, torch.device, bool], nn.Module] = _move
+    place: Callable[[nn.Module, ModelSpec, DictConfig, torch.device, bool], nn.Module] = _move
     data_parallel: bool = False
 
 
@@ -97,7 +98,7 @@ DEVICES: dict[str, DeviceOption] = {
     "cuda": DeviceOption(_cuda),
     "mps": DeviceOption(_mps),
     "ddp": DeviceOption(_gpu_or_cpu, data_parallel=True),
-    "alexnet_split": DeviceOption(_split_input, place=_split),
+    SPLIT_DEVICE_NAME: DeviceOption(_split_input, place=_split),
 }
 
 
@@ -114,15 +115,15 @@ def resolve_device(cfg: DictConfig, local_rank: int = 0) -> torch.device:
 
 
 def place_model(
-    model: nn.Module, cfg: DictConfig, device: torch.device, *, channels_last: bool
+    model: nn.Module, cfg: DictConfig, device: torch.device, *, spec: ModelSpec, channels_last: bool
 ) -> nn.Module:
-    """Put `model` where `device=` says (one device, or AlexNet's towers on two)."""
-    return device_option(cfg).place(model, cfg, device, channels_last)
+    """Put `model` where `device=` says (one device, or two as its `spec.split` does it)."""
+    return device_option(cfg).place(model, spec, cfg, device, channels_last)
 
 
 def resolve_context(cfg: DictConfig) -> DistContext:
     """This process's device, rank and world size (from the process group, if one is set up)."""
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         rank, world = dist.get_rank(), dist.get_world_size()
         local_rank = int(os.environ.get("LOCAL_RANK", rank))
         return DistContext(resolve_device(cfg, local_rank), rank, world)
@@ -143,9 +144,14 @@ def wrap_model(model: nn.Module, cfg: DictConfig, ctx: DistContext) -> nn.Module
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
+def is_distributed() -> bool:
+    """Whether this process is a rank of a multi-process job (a process group is set up)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def all_gather_objects(value: Any) -> list[Any]:
     """Every rank's `value`, in rank order (a one-element list outside a process group)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_distributed():
         return [value]
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, value)
@@ -280,21 +286,31 @@ def spawn_workers(world_size: int, job: Callable[..., Any], *args: Any) -> None:
 TrainFunction = Callable[["DictConfig", Path, DistContext], dict[str, Any]]
 
 
-def _run_rank(train: TrainFunction, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    init_process_group(cfg.device)
+def run_rank(job: TrainFunction, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """The one entry of every rank, however it started: in this process (one device), as a rank
+    that torchrun or SLURM started, or as a worker that `spawn_workers` started.
+
+    A data-parallel rank joins the job's process group first and leaves it at the end; ranks
+    other than 0 log warnings only.
+    """
+    joins = device_option(cfg.device).data_parallel
+    if joins:
+        init_process_group(cfg.device)
     try:
         ctx = resolve_context(cfg.device)
         if not ctx.is_main:
             logging.getLogger().setLevel(logging.WARNING)
-        return train(cfg, run_dir, ctx)
+        return job(cfg, run_dir, ctx)
     finally:
-        dist.destroy_process_group()
+        if joins:
+            dist.destroy_process_group()
 
 
-def _spawned_rank(
-    train: TrainFunction, cfg: DictConfig, run_dir: Path, result_path: Path, log_format: str
+def _spawned_worker(
+    job: TrainFunction, cfg: DictConfig, run_dir: Path, result_path: Path, log_format: str
 ) -> None:
-    """A worker process: log like the parent job, train, report rank 0's summary in a file."""
+    """A worker process: log like the parent job, run its rank, report rank 0's summary in a
+    file; an error ends it with the status `exit_status` gives (the parent passes it on)."""
     rank = int(os.environ["RANK"])
     root = logging.getLogger()
     console = logging.StreamHandler(sys.stderr)
@@ -306,34 +322,33 @@ def _spawned_rank(
     if rank == 0:
         also_log_to(run_dir / "train.log", log_format)
     try:
-        summary = _run_rank(train, cfg, run_dir)
-    except UserError as error:
-        log.error(f"error: {error}")
-        sys.exit(1)
-    except ExitRequest as error:
-        if rank == 0:
-            log.warning(str(error))
-        sys.exit(error.exit_code)
+        summary = run_rank(job, cfg, run_dir)
+    except Exception as error:
+        status = exit_status(error)
+        if status is None:
+            raise
+        code, message = status
+        if message and (code == 1 or rank == 0):  # a signal's message once, not from each rank
+            log.log(logging.ERROR if code == 1 else logging.WARNING, message)
+        sys.exit(code)
     if rank == 0:
         result_path.write_text(json.dumps(summary))
 
 
-def launch(cfg: DictConfig, run_dir: Path, train: TrainFunction) -> dict[str, Any]:
-    """Run `train` as `device=` says: here, as one rank of a torchrun/SLURM job, or in workers.
+def launch(cfg: DictConfig, run_dir: Path, job: TrainFunction) -> dict[str, Any]:
+    """Run `job` as `device=` says: here, as one rank of a torchrun/SLURM job, or in workers.
 
     With a data-parallel device and no launcher around it, this process starts one worker per GPU
     (or `device.num_procs` on the CPU) and returns rank 0's summary.
     """
-    if not device_option(cfg.device).data_parallel:
-        return train(cfg, run_dir, resolve_context(cfg.device))
-    if launched_by_torchrun():
-        return _run_rank(train, cfg, run_dir)
+    if not device_option(cfg.device).data_parallel or launched_by_torchrun():
+        return run_rank(job, cfg, run_dir)
     with tempfile.TemporaryDirectory() as scratch:
         result_path = Path(scratch) / "summary.json"
         spawn_workers(
             process_count(cfg.device),
-            _spawned_rank,
-            train,
+            _spawned_worker,
+            job,
             cfg,
             run_dir,
             result_path,

@@ -36,8 +36,9 @@ class DataConfig:
     eval_batch_size: int | None = None  # null: data.batch_size
     num_workers: int = 0  # decoding processes for file datasets
     image_size: int | None = None  # null: native, or the smallest size the model takes
-    augment: str = "none"  # none | cifar | imagenet | alexnet2012
+    augment: str = "none"  # a preset of data/transforms.py (PRESETS)
     split: str = "val"  # the split cnn-eval reads: val, or test where the dataset has one
+    sampler: str = "shuffle"  # shuffle | balanced (with replacement, each class equally likely)
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     in_memory: str = "auto"  # auto | true | false: one uint8 tensor on the device, batch-augmented
@@ -174,8 +175,9 @@ class SplitDeviceConfig(DeviceConfig):
 class TrainerConfig:
     epochs: int = 8
     max_steps: int | None = None  # stop after this many optimizer steps
-    limit_train_batches: int | None = None  # batches per epoch (quick runs)
-    limit_val_batches: int | None = None
+    # Batches per epoch (quick runs): an int is a count, a float in (0, 1) a share of them.
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     log_every_steps: int = 25
     checkpoint_every_steps: int | None = None  # also save last.pt every N steps, mid-epoch
@@ -186,6 +188,17 @@ class TrainerConfig:
     grad_clip_norm: float | None = None
     accumulate_steps: int = 1  # an optimizer step every N batches
     ema_decay: float | None = None  # e.g. 0.999: keep and evaluate an exponential moving average
+    # What picks best.pt, drives the plateau schedule and early stopping: val/acc1, val/acc5,
+    # val/loss, val_ema/acc1, val_ema/loss (losses are minimised, accuracies maximised).
+    monitor: str = "val/acc1"
+    early_stopping_patience: int | None = None  # epochs without improvement before stopping
+    early_stopping_min_delta: float = 0.0  # an improvement must be larger than this
+    save_top_k: int = 1  # keep the K best epochs as checkpoints/best-e<EPOCH>.pt
+    save_every_epochs: int | None = None  # also keep checkpoints/epoch-<EPOCH>.pt every N epochs
+    class_weights: Any = None  # null | balanced (inverse class frequency) | a list, one per class
+    overfit_batches: int | None = None  # train and validate on the same N fixed batches
+    detect_anomaly: bool = False  # autograd's anomaly detection (slow: for debugging)
+    profile_steps: list[int] | None = None  # [A, B]: torch.profiler over steps A..B
 
 
 @dataclass
@@ -224,6 +237,8 @@ class EvalConfig:
     device: Any = MISSING
     precision: str = "auto"  # auto: the run's own precision
     limit_batches: int | None = None
+    weights: str = "auto"  # auto (those the run's monitor chose) | model | ema
+    tta: str = "none"  # none | flip | ten_crop: softmax averaged over the views
 
 
 @dataclass
@@ -231,6 +246,8 @@ class PredictConfig:
     checkpoint: str = MISSING
     images: Any = MISSING  # a list of image files, or a folder
     topk: int = 5
+    weights: str = "auto"  # auto (those the run's monitor chose) | model | ema
+    tta: str = "none"  # none | flip | ten_crop: softmax averaged over the views
 
 
 @dataclass
@@ -241,6 +258,15 @@ class ExportConfig:
         None  # null: next to the checkpoint, best.onnx / best.ts / best.safetensors
     )
     tolerance: float = 1e-4  # largest accepted logit difference, relative to the largest logit
+    weights: str = "auto"  # auto (those the run's monitor chose) | model | ema
+    overwrite: bool = False  # replace an existing output= file (never a checkpoint)
+
+
+@dataclass
+class LrFindConfig(TrainConfig):
+    start_lr: float = 1e-6  # the LR range test's first LR
+    end_lr: float = 1.0  # and its last (raised exponentially over `steps`)
+    steps: int = 100  # training steps of the test (it stops early once the loss diverges)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -278,6 +304,7 @@ def register_configs() -> None:
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="predict_schema", node=PredictConfig)
     cs.store(name="export_schema", node=ExportConfig)
+    cs.store(name="lr_find_schema", node=LrFindConfig)
     for group, nodes in SCHEMAS.items():
         for name, node in nodes.items():
             cs.store(group=f"schema/{group}", name=name, node=node)

@@ -16,6 +16,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from cnn_train.table import text_table
+
 RESULT_FILE = "result.json"
 SUMMARY_FILE = "summary.csv"
 COLUMNS = ("job", "status", "best_val_acc1", "best_epoch", "overrides", "error")
@@ -66,25 +68,18 @@ def _varying(rows: list[dict[str, Any]]) -> list[str]:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A plain-text table of the jobs: number, varied overrides, status, best val top-1, error."""
-    shown = [
-        {
-            "job": row["job"].partition("_")[0],
-            "overrides": overrides,
-            "status": row["status"],
-            "best val top-1": (
-                f"{row['best_val_acc1']:.4f}" if isinstance(row["best_val_acc1"], float) else ""
-            ),
-            "error": row["error"],
-        }
+    headers = ["job", "overrides", "status", "best val top-1", "error"]
+    cells = [
+        [
+            row["job"].partition("_")[0],
+            overrides,
+            row["status"],
+            f"{row['best_val_acc1']:.4f}" if isinstance(row["best_val_acc1"], float) else "",
+            str(row["error"]),
+        ]
         for row, overrides in zip(rows, _varying(rows), strict=True)
     ]
-    headers = ["job", "overrides", "status", "best val top-1", "error"]
-    widths = {key: max([len(key), *(len(str(row[key])) for row in shown)]) for key in headers}
-    lines = ["  ".join(key.ljust(widths[key]) for key in headers).rstrip()]
-    lines += [
-        "  ".join(str(row[key]).ljust(widths[key]) for key in headers).rstrip() for row in shown
-    ]
-    return "\n".join(lines)
+    return "\n".join(text_table([headers, *cells]))
 
 
 def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:

@@ -64,7 +64,7 @@ LAYOUT = {
 }
 
 
-def progress(iterable: Iterable[T], *, total: int, desc: str) -> tqdm:
+def progress_bar(iterable: Iterable[T], *, total: int, desc: str) -> tqdm:
     """A tqdm bar on stderr that stays quiet when stderr is not a terminal."""
     return tqdm(
         iterable,

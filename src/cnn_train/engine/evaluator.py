@@ -7,16 +7,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cnn_train.build import build_model_and_data, split_loader
-from cnn_train.checkpoint import load_checkpoint
-from cnn_train.distributed import resolve_device
-from cnn_train.engine.loop import evaluate
-from cnn_train.engine.precision import resolve_precision, use_channels_last
+from cnn_train.checkpoint import RUN_KEYS, load_checkpoint, require_run_checkpoint
+from cnn_train.config_checks import check_data_config
+from cnn_train.distributed import place_model, resolve_device
+from cnn_train.engine.evaluation import eval_pass
+from cnn_train.engine.precision import PRECISIONS, resolve_precision, use_channels_last
 from cnn_train.errors import UserError
-from cnn_train.validation import PRECISIONS, validate_data
+from cnn_train.models import get_spec
 
 
 def eval_data_config(saved: DictConfig, overrides: DictConfig) -> DictConfig:
@@ -29,17 +29,16 @@ def eval_data_config(saved: DictConfig, overrides: DictConfig) -> DictConfig:
             f"({saved.name}); valid keys: {', '.join(sorted(saved))}"
         )
     data = OmegaConf.merge(saved, overrides)
-    validate_data(data)
+    check_data_config(data)
     return data
 
 
-def run_eval(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def eval_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate `cfg.checkpoint`; write and return the eval.json record."""
     if cfg.precision not in PRECISIONS:
         raise UserError(f"precision={cfg.precision} is not one of {', '.join(PRECISIONS)}")
     state = load_checkpoint(cfg.checkpoint)
-    if "config" not in state or "model" not in state:
-        raise UserError(f"{cfg.checkpoint} is a weights file, not a cnn-train checkpoint")
+    require_run_checkpoint(state, cfg.checkpoint, ("config", "model", *RUN_KEYS))
     saved = OmegaConf.create(state["config"])
     data_cfg = eval_data_config(saved.data, cfg.data)
     built = build_model_and_data(saved.model, data_cfg)
@@ -51,18 +50,19 @@ def run_eval(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     built.model.load_state_dict(state["model"])
     device = resolve_device(cfg.device)
     # The run's memory format too: the same kernels give the run's numbers to the last bit.
+    spec = get_spec(saved.model.name)
     channels_last = use_channels_last(
-        saved.trainer.get("channels_last"), device, saved.model.name, built.image_size
+        saved.trainer.get("channels_last"), device, spec, built.image_size
     )
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = built.model.to(device, memory_format=memory_format)
+    model = place_model(built.model, cfg.device, device, spec=spec, channels_last=channels_last)
+    device = getattr(model, "input_device", device)
     # auto: the precision the run validated in (resolved and saved with it), whatever this CPU has
     precision_name = saved.trainer.precision if cfg.precision == "auto" else cfg.precision
     precision = resolve_precision(precision_name, device)
     batch_size = data_cfg.eval_batch_size or data_cfg.batch_size
     loader = split_loader(built, data_cfg.split, batch_size, device, train=False)
     batches = min(len(loader), cfg.limit_batches or math.inf)
-    result = evaluate(model, loader, batches, precision=precision, topk=built.topk).read()
+    result = eval_pass(model, loader, batches, precision=precision, topk=built.topk).read()
     record = {
         "checkpoint": str(cfg.checkpoint),
         "split": data_cfg.split,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from cnn_train.distributed import is_distributed
+
 
 class MetricSums:
     """Sums of loss, top-1 hits, top-k hits and samples over a phase, read back on demand."""
@@ -43,7 +45,7 @@ class MetricSums:
         if self.confusion is None or self.num_classes is None:
             return None
         counts = self.confusion.clone()
-        if dist.is_available() and dist.is_initialized():
+        if is_distributed():
             dist.all_reduce(counts)
         return counts.view(self.num_classes, self.num_classes).cpu()
 
@@ -53,7 +55,7 @@ class MetricSums:
         In a data-parallel job the sums of all ranks are added first, so every rank must call it.
         """
         sums = self.sums.clone()
-        if dist.is_available() and dist.is_initialized():
+        if is_distributed():
             dist.all_reduce(sums)
         loss, hits1, hitsk, count = sums.tolist()
         total = max(count, 1.0)

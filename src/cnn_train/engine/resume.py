@@ -10,6 +10,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from cnn_train.checkpoint import RUN_KEYS, TRAINING_KEYS, require_run_checkpoint
+from cnn_train.engine.state import PROGRESS_KEYS
 from cnn_train.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,14 @@ def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
     return path
 
 
+def run_folder_of(checkpoint: Path | None, run_dir: Path) -> Path:
+    """The folder a run writes to: a resumed run's own (`<run>/checkpoints/last.pt`), else
+    `run_dir`. Decided before anything is built, so the run holds one folder's lock."""
+    if checkpoint is not None and checkpoint.parent.name == "checkpoints":
+        return checkpoint.parents[1]
+    return run_dir
+
+
 def trim_metrics(metrics_path: Path, first_epoch: int) -> None:
     """Drop metrics.jsonl lines of epochs from `first_epoch` on (they are about to be redone)."""
     if not metrics_path.is_file():
@@ -62,6 +72,7 @@ def trim_metrics(metrics_path: Path, first_epoch: int) -> None:
     metrics_path.write_text("".join(line + "\n" for line in kept))
 
 
+RESUME_KEYS = (*PROGRESS_KEYS, *RUN_KEYS, *TRAINING_KEYS, "model", "rng", "train_sums")
 RESUME_SECTIONS = ("model", "data", "optimizer")
 # Settings a resumed run may change: where the data is read from and how, and the run's length.
 CHANGEABLE_ON_RESUME = frozenset(
@@ -84,8 +95,7 @@ def check_resumable(saved: dict[str, Any], config: dict[str, Any], path: Path) -
     `config` is the new run's resolved config; a longer `trainer.epochs`, a moved `data.root`
     and another `data.num_workers` are allowed.
     """
-    if "config" not in saved or "step" not in saved:
-        raise UserError(f"{path} is a weights file, not a cnn-train checkpoint; it cannot resume")
+    require_run_checkpoint(saved, path, RESUME_KEYS)
     old = {"scheduler.name": saved["config"]["scheduler"]["name"]}  # its state only fits its kind
     new = {"scheduler.name": config["scheduler"]["name"]}
     for section in RESUME_SECTIONS:

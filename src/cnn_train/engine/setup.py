@@ -1,15 +1,13 @@
-"""A training run's parts, built once from the composed config: model, data, optimization."""
+"""A training run's parts (`engine.state.RunParts`), built once from the composed config."""
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,63 +15,17 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cnn_train.build import ModelAndData, build_model_and_data, split_loader
-from cnn_train.data import Loader
+from cnn_train.config_checks import check_train_config
 from cnn_train.distributed import DistContext, place_model, wrap_model
-from cnn_train.engine.metrics import MetricSums
-from cnn_train.engine.precision import Precision, resolve_precision, use_channels_last
+from cnn_train.engine.precision import resolve_precision, use_channels_last
+from cnn_train.engine.state import RunParts
 from cnn_train.engine.stepper import Stepper, StepSettings
 from cnn_train.errors import UserError
+from cnn_train.models import get_spec
 from cnn_train.models.weights import freeze_features, load_weights
-from cnn_train.optim import Schedule, build_optimizer, build_schedule
-from cnn_train.validation import validate_train
-
-if TYPE_CHECKING:
-    from cnn_train.tracking import RunTracker
+from cnn_train.optim import build_optimizer, build_schedule
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainingRun:
-    """Everything one process of a run trains with, and where it is in the run."""
-
-    cfg: DictConfig
-    ctx: DistContext
-    run_dir: Path
-    built: ModelAndData
-    model: nn.Module  # the plain model: its state_dict is what checkpoints hold
-    train_model: nn.Module  # what the step calls: the model, DDP-wrapped and/or compiled
-    input_device: torch.device
-    output_device: torch.device
-    precision: Precision
-    config: dict[str, Any]  # the resolved config that checkpoints record
-    train_loader: Loader
-    val_loader: Loader
-    steps_per_epoch: int  # batches per epoch, a multiple of trainer.accumulate_steps
-    val_batches: int
-    total_steps: int  # optimizer steps of the whole run
-    optimizer: torch.optim.Optimizer
-    schedule: Schedule
-    stepper: Stepper
-    tracker: RunTracker | None = None  # rank 0's TensorBoard writer and metrics file
-    step: int = 0
-    start_epoch: int = 0
-    resume_batch: int = 0
-    best_acc1: float = -1.0
-    best_epoch: int = -1
-    epoch_sums: MetricSums = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.epoch_sums = self.new_sums()
-
-    def new_sums(self) -> MetricSums:
-        """Empty running sums of the training metrics, on the device the logits come out on."""
-        return MetricSums(self.output_device, self.built.topk)
-
-    @property
-    def done(self) -> bool:
-        """Whether the step budget (`trainer.max_steps`) is spent."""
-        return bool(self.cfg.trainer.max_steps) and self.step >= self.cfg.trainer.max_steps
 
 
 def seed_everything(seed: int) -> None:
@@ -88,17 +40,11 @@ def set_determinism(cfg: DictConfig, built: ModelAndData, device: torch.device) 
     if not cfg.trainer.deterministic:
         torch.backends.cudnn.benchmark = device.type == "cuda"
         return
-    pooled = getattr(built.model, "pooled_size", None)
-    if device.type == "cuda" and pooled is not None:
-        probe = copy.deepcopy(built.model.features).to("meta")
-        side = built.image_size
-        features = probe(torch.empty(1, 3, side, side, device="meta"))
-        if tuple(features.shape[-2:]) != tuple(pooled):
-            raise UserError(
-                f"trainer.deterministic=true: {cfg.model.name} at {built.image_size} px needs "
-                "adaptive average pooling, which has no deterministic CUDA backward; use "
-                "data.image_size=224 or trainer.deterministic=false"
-            )
+    if device.type == "cuda":
+        spec = get_spec(cfg.model.name)
+        refusal = spec.deterministic_refusal(built.model, built.variant, built.image_size)
+        if refusal is not None:
+            raise UserError(refusal)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
@@ -123,11 +69,10 @@ def _prepare_model(cfg: DictConfig, ctx: DistContext) -> tuple[ModelAndData, nn.
     if cfg.model.weights:
         load_weights(built.model, cfg.model.weights, cfg.model.name, built.variant)
     if cfg.model.freeze_features:
-        freeze_features(built.model)
-    channels_last = use_channels_last(
-        cfg.trainer.channels_last, ctx.device, cfg.model.name, built.image_size
-    )
-    model = place_model(built.model, cfg.device, ctx.device, channels_last=channels_last)
+        freeze_features(built.model, cfg.model.name)
+    spec = get_spec(cfg.model.name)
+    channels_last = use_channels_last(cfg.trainer.channels_last, ctx.device, spec, built.image_size)
+    model = place_model(built.model, cfg.device, ctx.device, spec=spec, channels_last=channels_last)
     return built, model, channels_last
 
 
@@ -148,9 +93,9 @@ def _count_steps(cfg: DictConfig, train_batches: int, train_images: int) -> tupl
     return steps_per_epoch, total_steps
 
 
-def setup_run(cfg: DictConfig, run_dir: Path, ctx: DistContext) -> TrainingRun:
+def build_parts(cfg: DictConfig, run_dir: Path, ctx: DistContext) -> RunParts:
     """Build every part of a run for this process (rank `ctx.rank` of a data-parallel job)."""
-    validate_train(cfg)
+    check_train_config(cfg)
     seed_everything(cfg.seed + ctx.rank)
     built, model, channels_last = _prepare_model(cfg, ctx)
     input_device = getattr(model, "input_device", ctx.device)
@@ -182,7 +127,7 @@ def setup_run(cfg: DictConfig, run_dir: Path, ctx: DistContext) -> TrainingRun:
         channels_last=channels_last,
     )
     stepper.track_grad_norms = cfg.tracking.histogram_every > 0
-    return TrainingRun(
+    return RunParts(
         cfg=cfg,
         ctx=ctx,
         run_dir=run_dir,
