@@ -6,11 +6,15 @@ file with one "<file name> <wnid>" line per image.
 
     python scripts/prepare_imagenet_val.py /data/imagenet/val --devkit ILSVRC2012_devkit_t12.tar.gz
     python scripts/prepare_imagenet_val.py /data/imagenet/val --labels val_labels.txt
+
+Wnids must be plain folder names (a label file is untrusted: `../x` would move images out of the
+folder), and no existing file is ever overwritten: either is refused before anything moves.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -36,6 +40,52 @@ def file_labels(labels: Path) -> dict[str, str]:
     return {Path(name).name: wnid for name, wnid in pairs}
 
 
+def is_plain_name(name: str) -> bool:
+    """A folder name that stays inside the val folder: no separator, not `.`/`..` or hidden,
+    no control characters."""
+    separators = {os.sep, os.altsep or os.sep, "\\"}
+    return (
+        bool(name)
+        and not name.startswith(".")
+        and not any(separator in name for separator in separators)
+        and name.isprintable()
+    )
+
+
+def plan_moves(
+    val_dir: Path, images: list[Path], labels: dict[str, str]
+) -> list[tuple[Path, Path]]:
+    """(image, target) pairs; exits, having moved nothing, on a wnid that is not a plain folder
+    name, a class folder that is a file or a link, or a target that exists."""
+    wnids = sorted({labels[image.name] for image in images})
+    bad = [wnid for wnid in wnids if not is_plain_name(wnid)]
+    if bad:
+        sys.exit(f"wnid {bad[0]!r} is not a plain folder name (e.g. n01440764); nothing was moved")
+    for wnid in wnids:
+        folder = val_dir / wnid
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            sys.exit(f"{folder} exists and is not a class folder; nothing was moved")
+    moves = [(image, val_dir / labels[image.name] / image.name) for image in images]
+    taken = [target for _, target in moves if os.path.lexists(target)]
+    if taken:
+        sys.exit(f"{taken[0]} already exists; nothing was moved or overwritten")
+    return moves
+
+
+def move_without_overwriting(source: Path, target: Path) -> None:
+    """Move `source` to `target`, never replacing a file there (a hard link, then unlink)."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        sys.exit(f"{target} already exists; it was not overwritten ({source} stays where it is)")
+    except OSError:  # a file system without hard links
+        if os.path.lexists(target):
+            sys.exit(f"{target} already exists; it was not overwritten")
+        os.rename(source, target)
+        return
+    source.unlink()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("val_dir", type=Path, help="the flat folder of ILSVRC2012_val_*.JPEG")
@@ -50,10 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     missing = [image.name for image in images if image.name not in labels]
     if missing:
         sys.exit(f"{len(missing)} images have no label, e.g. {missing[0]}; nothing was moved")
-    for image in images:
-        target = args.val_dir / labels[image.name] / image.name
+    for image, target in plan_moves(args.val_dir, images, labels):
         target.parent.mkdir(exist_ok=True)
-        image.replace(target)
+        move_without_overwriting(image, target)
     classes = len(set(labels[image.name] for image in images))
     print(f"moved {len(images)} images into {classes} class folders under {args.val_dir}")
 

@@ -280,7 +280,7 @@ def test_folder_needs_a_root() -> None:
     ("override", "match"),
     [
         ("data.augment=fancy", "data.augment=fancy is not one of"),
-        ("data.in_memory=maybe", "data.in_memory=maybe"),
+        ("data.in_memory=maybe", "data.in_memory must be one of auto, true, false, got maybe"),
         ("data.max_bad_fraction=1.5", "data.max_bad_fraction must be"),
     ],
 )

@@ -85,7 +85,7 @@ def predicted_inputs(
     """The input tensor `cnn-predict` gives the model for each file."""
     recorder = Recorder(len(loaded.class_names))
     loaded.model = recorder
-    monkeypatch.setattr(predict_module, "load_inference", lambda checkpoint: loaded)
+    monkeypatch.setattr(predict_module, "load_inference", lambda checkpoint, *args: loaded)
     predict_module.predict("best.pt", paths, topk=1)
     return {path: batch[0] for path, batch in zip(paths, recorder.inputs, strict=True)}
 

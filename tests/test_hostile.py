@@ -98,7 +98,7 @@ def test_a_class_count_other_than_the_datasets_is_refused_up_front(
 
 
 def test_a_one_class_dataset_is_refused(train_config, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="at least 2"):
+    with pytest.raises(UserError, match=r"data\.num_classes must be in \[2, "):
         run_training(train_config("data.num_classes=1"), tmp_path)
 
 
@@ -317,3 +317,319 @@ def test_too_few_images_per_class_says_so_in_a_short_line(tmp_path: Path) -> Non
         scan_folder(str(root), val_fraction=0.1)
     message = str(raised.value)
     assert "300 images in 300 classes (the smallest has 1)" in message and len(message) < 400
+
+
+# --- Whole files through one writer; appended records whole lines -----------------------------
+
+
+def disk_full(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_failed_whole_file_write_keeps_the_previous_file(tmp_path: Path) -> None:
+    from cnn_train.files import write_atomically, write_text_atomically
+
+    target = tmp_path / "result.json"
+    write_text_atomically(target, "old\n")
+    with pytest.raises(UserError, match=r"could not write file .*result\.json: No space left"):
+        write_atomically(target, lambda handle: handle.write(b"half") and disk_full())
+    assert target.read_text() == "old\n" and sorted(tmp_path.iterdir()) == [target]
+    blocked = tmp_path / "a_file" / "x.json"
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(UserError, match=r"could not write file .*x\.json: .*a_file is a file"):
+        write_text_atomically(blocked, "{}")
+
+
+def test_a_failed_append_leaves_no_partial_line(tmp_path: Path, monkeypatch) -> None:
+    import cnn_train.files as files
+
+    target = tmp_path / "metrics.jsonl"
+    files.append_line(target, '{"epoch": 0}')
+    real_write, calls = os.write, {"count": 0}
+
+    def half_then_full(descriptor, data):
+        calls["count"] += 1
+        return real_write(descriptor, data[:5]) if calls["count"] == 1 else disk_full()
+
+    monkeypatch.setattr(files.os, "write", half_then_full)
+    with pytest.raises(UserError, match=r"could not append to .*metrics\.jsonl: No space") as hit:
+        files.append_line(target, '{"epoch": 1, "val_acc1": 0.5}')
+    assert "\n" not in str(hit.value)
+    assert target.read_text() == '{"epoch": 0}\n'
+
+
+def test_a_record_after_a_cut_line_starts_a_line_of_its_own(tmp_path: Path) -> None:
+    from cnn_train.files import append_line
+
+    target = tmp_path / "metrics.jsonl"
+    target.write_text('{"epoch": 0}\n{"epo')  # a writer killed mid-line
+    append_line(target, '{"epoch": 1}')
+    assert target.read_text().splitlines()[-1] == '{"epoch": 1}'
+
+
+def test_a_full_disk_while_logging_an_epoch_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    import cnn_train.files as files
+    from cnn_train.tracking import RunTracker
+
+    tracker = RunTracker(tmp_path)
+    tracker.log_epoch({"epoch": 0, "step": 1, "train_loss": 1.0})
+    monkeypatch.setattr(files.os, "write", disk_full)
+    try:
+        with pytest.raises(UserError, match=r"could not append to .*metrics\.jsonl") as raised:
+            tracker.log_epoch({"epoch": 1, "step": 2, "train_loss": 0.5})
+    finally:
+        monkeypatch.undo()
+        tracker.close()
+    assert "\n" not in str(raised.value)
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 1
+
+
+# --- Exports never clobber ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of a quick run (synthetic 8 px, 10 classes): checkpoints/best.pt, last.pt."""
+    run_dir = tmp_path_factory.mktemp("quick") / "run"
+    run_training(compose_config("train", QUICK), run_dir)
+    return run_dir
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
+
+
+def test_an_existing_export_output_is_refused_unless_overwrite(quick_run, tmp_path) -> None:
+    from cnn_train.export import export
+
+    best, target = quick_run / "checkpoints" / "best.pt", tmp_path / "model.ts"
+    target.write_text("an older export")
+    with pytest.raises(UserError, match=r"output=.*model\.ts exists; pass overwrite=true"):
+        export(str(best), "torchscript", str(target))
+    assert target.read_text() == "an older export"
+    export(str(best), "torchscript", str(target), overwrite=True)
+    assert torch.jit.load(str(target)) is not None
+    assert [path.name for path in tmp_path.iterdir()] == ["model.ts"]  # no temporary left
+
+
+def test_cnn_export_refuses_an_existing_output_in_one_line(quick_run, tmp_path) -> None:
+    (tmp_path / "good.ts").write_text("precious")
+    best = quick_run / "checkpoints" / "best.pt"
+    done = run_cli("cnn-export", f"checkpoint={best}", "format=torchscript", "output=good.ts",
+                   cwd=tmp_path)  # fmt: skip
+    assert "good.ts exists; pass overwrite=true" in one_error_line(done)
+    assert (tmp_path / "good.ts").read_text() == "precious"
+
+
+def _spellings(run: Path, tmp_path: Path) -> dict[str, Path]:
+    checkpoints = run / "checkpoints"
+    (tmp_path / "link.ts").symlink_to(checkpoints / "best.pt")
+    os.link(checkpoints / "best.pt", tmp_path / "hard.ts")
+    torch.save({"fc.weight": torch.ones(2)}, tmp_path / "weights.bin")
+    (tmp_path / "renamed.onnx").write_bytes((checkpoints / "last.pt").read_bytes())
+    return {
+        "dotdot": checkpoints / ".." / "checkpoints" / "best.pt",
+        "symlink": tmp_path / "link.ts",
+        "hardlink": tmp_path / "hard.ts",
+        "other_checkpoint": checkpoints / "last.pt",
+        "new_pt_in_checkpoints": checkpoints / "export.pt",
+        "state_dict": tmp_path / "weights.bin",
+        "renamed_checkpoint": tmp_path / "renamed.onnx",
+    }
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["dotdot", "symlink", "hardlink", "other_checkpoint", "new_pt_in_checkpoints", "state_dict",
+     "renamed_checkpoint"],
+)  # fmt: skip
+def test_an_export_never_overwrites_a_checkpoint_even_with_overwrite(
+    quick_run, tmp_path, spelling: str
+) -> None:
+    from cnn_train.export import export
+
+    target = _spellings(quick_run, tmp_path)[spelling]
+    before = folder_bytes(quick_run / "checkpoints"), folder_bytes(tmp_path)
+    with pytest.raises(UserError, match="checkpoint") as raised:
+        export(str(quick_run / "checkpoints" / "best.pt"), "safetensors", str(target),
+               overwrite=True)  # fmt: skip
+    assert "\n" not in str(raised.value)
+    assert (folder_bytes(quick_run / "checkpoints"), folder_bytes(tmp_path)) == before
+
+
+def test_an_export_never_replaces_a_device(quick_run) -> None:
+    from cnn_train.export import export
+
+    best = str(quick_run / "checkpoints" / "best.pt")
+    with pytest.raises(UserError, match="is not a regular file"):
+        export(best, "torchscript", "/dev/null", overwrite=True)
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+@pytest.mark.parametrize("tolerance", [-1.0, float("nan"), float("inf")])
+def test_export_tolerance_must_be_finite_and_not_negative(quick_run, tmp_path, tolerance) -> None:
+    from cnn_train.export import export
+
+    best = str(quick_run / "checkpoints" / "best.pt")
+    with pytest.raises(UserError, match="tolerance must be a finite number >= 0"):
+        export(best, "torchscript", str(tmp_path / "m.ts"), tolerance)
+    assert not (tmp_path / "m.ts").exists()
+
+
+KILLED_EXPORT = """
+import sys, time, torch
+from cnn_train.export import export
+
+def save_half(self, path, *args, **kwargs):
+    with open(path, "wb") as handle:
+        handle.write(b"PK half an archive")
+        handle.flush()
+    open(sys.argv[3], "w").close()
+    time.sleep(600)
+
+torch.jit.ScriptModule.save = save_half
+export(sys.argv[1], "torchscript", sys.argv[2], overwrite=True)
+"""
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_a_killed_export_never_leaves_a_truncated_output(quick_run, tmp_path, existing) -> None:
+    import sys
+
+    target, ready = tmp_path / "good.ts", tmp_path / "ready"
+    if existing:
+        target.write_bytes(b"the previous good export")
+    best = quick_run / "checkpoints" / "best.pt"
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_EXPORT, str(best), str(target), str(ready)]
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists() and time.monotonic() < deadline:
+            assert process.poll() is None
+            time.sleep(0.05)
+        assert ready.exists()
+    finally:
+        process.kill()
+        process.wait()
+    if existing:
+        assert target.read_bytes() == b"the previous good export"
+    else:
+        assert not target.exists()
+
+
+# --- Checkpoints are validated before anything is allocated -----------------------------------
+
+
+def _tampered(run: Path, tmp_path: Path, change) -> Path:
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    change(state)
+    path = tmp_path / "tampered.pt"
+    torch.save(state, path)
+    return path
+
+
+TAMPERING = {
+    "huge_head": (lambda s: s["config"]["model"].update(num_classes=10**9), "model.num_classes"),
+    "huge_images": (lambda s: s["preprocessing"].update(image_size=100_000), "image_size"),
+    "nan_std": (lambda s: s["preprocessing"].update(std=[float("nan")] * 3), "std"),
+    "names_and_head_differ": (
+        lambda s: s["config"]["model"].update(num_classes=5),
+        "model.num_classes=5 but it names 10 classes",
+    ),
+    "head_and_weights_differ": (
+        lambda s: (
+            s["config"]["model"].update(num_classes=20),
+            s.update(class_names=list("abcdefghijklmnopqrst")),
+        ),
+        "do not fit",
+    ),
+    "missing_key": (lambda s: s.pop("preprocessing"), "lacks preprocessing"),
+    "unknown_model": (lambda s: s["config"]["model"].update(name="vgg17"), "vgg17"),
+}
+
+
+@pytest.mark.parametrize("tampering", sorted(TAMPERING))
+@pytest.mark.parametrize("tool", ["predict", "export"])
+def test_a_tampered_checkpoint_is_refused_before_a_model_is_built(
+    quick_run, tmp_path, monkeypatch, tampering: str, tool: str
+) -> None:
+    import cnn_train.inference as inference
+    from cnn_train.export import export
+    from cnn_train.predict import predict
+
+    change, expected = TAMPERING[tampering]
+    path = _tampered(quick_run, tmp_path, change)
+    real_build = inference.build_from_config
+
+    def meta_only(model_cfg, *args, **kwargs):
+        assert torch.empty(0).is_meta, "a model was built with real tensors"
+        return real_build(model_cfg, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "build_from_config", meta_only)
+    write_image(tmp_path / "a.png", "RGB", seed=0)
+    with pytest.raises(UserError, match=expected) as raised:
+        if tool == "predict":
+            predict(str(path), str(tmp_path / "a.png"))
+        else:
+            export(str(path), "torchscript", str(tmp_path / "m.ts"))
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("tampering", "scripts"),
+    [
+        ("huge_head", ("cnn-predict", "cnn-eval")),
+        ("huge_images", ("cnn-predict",)),  # cnn-eval reads the config's data, not the record
+        ("missing_key", ("cnn-predict", "cnn-eval")),
+    ],
+)
+def test_the_tools_refuse_a_tampered_checkpoint_in_one_line(
+    quick_run, tmp_path, tampering: str, scripts: tuple[str, ...]
+) -> None:
+    path = _tampered(quick_run, tmp_path, TAMPERING[tampering][0])
+    write_image(tmp_path / "a.png", "RGB", seed=0)
+    for script in scripts:
+        extra = ["images=a.png"] if script == "cnn-predict" else []
+        done = run_cli(script, f"checkpoint={path}", *extra, cwd=tmp_path)
+        assert TAMPERING[tampering][1].split()[0] in one_error_line(done)
+
+
+# --- prepare_imagenet_val.py: wnids are plain names, nothing is overwritten ----------------------
+
+
+def _prepare_val(tmp_path: Path, labels: list[str]):
+    import runpy
+
+    val = tmp_path / "val"
+    val.mkdir()
+    for index in range(len(labels)):
+        write_image(val / f"ILSVRC2012_val_{index + 1:08d}.JPEG", "RGB", seed=index)
+    lines = [f"ILSVRC2012_val_{i + 1:08d}.JPEG {wnid}" for i, wnid in enumerate(labels)]
+    (tmp_path / "labels.txt").write_text("\n".join(lines) + "\n")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "prepare_imagenet_val.py"
+    main = runpy.run_path(str(script))["main"]
+    return val, lambda: main([str(val), "--labels", str(tmp_path / "labels.txt")])
+
+
+@pytest.mark.parametrize("wnid", ["../../precious", "..", ".hidden", "a/b", "/abs", "x\x07y"])
+def test_a_wnid_that_is_not_a_plain_name_moves_nothing(tmp_path: Path, wnid: str) -> None:
+    (tmp_path / "precious").write_text("keep me")
+    val, run = _prepare_val(tmp_path, ["n01440764", wnid])
+    before = sorted(path.name for path in val.iterdir())
+    with pytest.raises(SystemExit, match="not a plain folder name"):
+        run()
+    assert sorted(path.name for path in val.iterdir()) == before
+    assert (tmp_path / "precious").read_text() == "keep me"
+
+
+def test_prepare_imagenet_val_never_overwrites_a_file(tmp_path: Path) -> None:
+    val, run = _prepare_val(tmp_path, ["n01440764", "n01443537"])
+    (val / "n01443537").mkdir()
+    (val / "n01443537" / "ILSVRC2012_val_00000002.JPEG").write_text("already sorted")
+    with pytest.raises(SystemExit, match="already exists"):
+        run()
+    assert (val / "n01443537" / "ILSVRC2012_val_00000002.JPEG").read_text() == "already sorted"
+    assert (val / "ILSVRC2012_val_00000001.JPEG").is_file()

@@ -173,7 +173,7 @@ def test_build_from_config_passes_the_schemas_own_keys_to_the_builder(user_model
 def test_inference_tools_import_no_dataset_builders() -> None:
     code = (
         "import sys, cnn_train.predict, cnn_train.export, cnn_train.models; "
-        "print([m for m in sys.modules if m.startswith(('sklearn', 'hydra', "
+        "print([m for m in sys.modules if m.startswith(('sklearn', "
         "'cnn_train.data.folder', 'cnn_train.data.vision', 'cnn_train.data.digits'))])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

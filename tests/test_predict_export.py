@@ -139,3 +139,14 @@ def test_imagenet_style_checkpoints_predict_on_a_centre_crop() -> None:
     assert batch[0, 0, 0] == pytest.approx(-2.0) and batch[0, 0, -1] == pytest.approx(2.0)
     square = eval_preprocessing(rgb, 32, "cifar").to_record()
     assert square["resize_short_side"] is None
+
+
+def test_a_16_bit_image_predicts_as_its_8_bit_version(checkpoint, tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    grey = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "eight.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+    eight, sixteen = predict(
+        str(checkpoint), [str(tmp_path / "eight.png"), str(tmp_path / "sixteen.png")]
+    )
+    assert eight["top"] == sixteen["top"]

@@ -50,4 +50,37 @@ def test_cnn_summary_takes_the_cnn_train_overrides(tmp_path) -> None:
 def test_cnn_summary_reports_a_bad_override_in_one_line(tmp_path) -> None:
     result = run_cli("cnn-summary", "model=vgg17", cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: In 'train': Could not find 'model/vgg17'"
+    assert result.stderr.strip() == (
+        "error: model=vgg17: no such option of model; the options are alexnet, alexnet2012, "
+        "resnet34, vgg16"
+    )
+
+
+SUMMARY_UNDER_A_MEMORY_CAP = """
+import resource
+from cnn_train.models import build_model
+from cnn_train.models.summary import layer_table
+
+model = build_model("vgg16", 10, "imagenet")
+status = open("/proc/self/status").read().split("VmSize:")[1]
+limit = int(status.split()[0]) * 1024 + 2**30  # what is mapped now, and 1 GiB more
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+rows, flops = layer_table(model, 4096)
+print(rows[0].output, rows[-1].output, flops)
+"""
+
+
+def test_a_4096_px_vgg16_table_allocates_no_activations() -> None:
+    """Its activations would take tens of GB (conv1 alone 4 GiB); the table needs none."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", SUMMARY_UNDER_A_MEMORY_CAP],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split(")")[0] == "(64, 4096, 4096"
+    assert done.stdout.strip().endswith("(10,) 10263063511040")

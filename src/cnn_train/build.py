@@ -106,4 +106,5 @@ def split_loader(
         max_bad_fraction=cfg.max_bad_fraction,
         rank=rank,
         world_size=world_size,
+        sampler=cfg.sampler,
     )

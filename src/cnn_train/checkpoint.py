@@ -1,11 +1,10 @@
-"""Checkpoints: atomic writes, safe loads (weights_only), and RNG state as plain values."""
+"""Checkpoints: atomic writes (`files.py`), safe loads (weights_only), RNG state as plain values."""
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 
 from cnn_train.errors import UserError, first_line
+from cnn_train.files import TEMPORARY_SUFFIX, write_atomically
 
 RUN_KEYS = ("config", "class_names", "preprocessing")
 TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "ema", "ema_updates")
@@ -43,33 +43,9 @@ def checkpoint_contents(
     return {"model": model.state_dict(), **training, **progress, **run, **per_rank}
 
 
-def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write `path` through a temporary file, fsync and a rename: `path` is never partial.
-
-    A failure (disk full, no permission) leaves the previous `path` as it was.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-        raise UserError(
-            f"could not write checkpoint {path}: {first_line(reason, 'write failed')}; free disk "
-            "space or fix permissions"
-            " (the previous checkpoint is intact)"
-        ) from error
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` to `path` atomically."""
-    _write_atomically(path, lambda handle: torch.save(state, handle))
+    """Write `state` to `path` atomically: a failure leaves the previous checkpoint intact."""
+    write_atomically(path, lambda handle: torch.save(state, handle), what="checkpoint")
 
 
 def copy_checkpoint(source: Path, target: Path) -> None:
@@ -79,12 +55,12 @@ def copy_checkpoint(source: Path, target: Path) -> None:
         with open(source, "rb") as original:
             shutil.copyfileobj(original, handle)
 
-    _write_atomically(target, copy)
+    write_atomically(target, copy, what="checkpoint")
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Delete the temporary files a killed writer left (call it holding the run folder's lock)."""
-    removed = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    removed = sorted(folder.glob(f".*{TEMPORARY_SUFFIX}")) if folder.is_dir() else []
     for temporary in removed:
         temporary.unlink(missing_ok=True)
     return removed
@@ -163,3 +139,22 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+WEIGHT_CHOICES = ("auto", "model", "ema")
+
+
+def chosen_weights(state: dict[str, Any], choice: str, path: str | Path) -> dict[str, Any]:
+    """The state_dict that `weights=` picks from a cnn-train checkpoint: `model`, `ema`, or
+    `auto`, the ones the run's monitor chose (the EMA's for a `val_ema/*` monitor)."""
+    if choice not in WEIGHT_CHOICES:
+        raise UserError(f"weights={choice} is not one of {', '.join(WEIGHT_CHOICES)}")
+    if choice == "auto":
+        monitor = str(state.get("config", {}).get("trainer", {}).get("monitor", ""))
+        choice = "ema" if monitor.startswith("val_ema/") else "model"
+    if choice == "ema" and not state.get("ema"):
+        raise UserError(
+            f"weights=ema: {path} holds no EMA weights (the run had no trainer.ema_decay); "
+            "use weights=model"
+        )
+    return state[choice]

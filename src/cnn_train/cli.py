@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,14 +16,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from cnn_train.errors import ExitRequest, Interrupted, exit_status, first_line
-from cnn_train.sweep import write_result
+from cnn_train.command_line import check_command_line, help_text
+from cnn_train.errors import ExitRequest, Interrupted, UserError, exit_status, first_line
+from cnn_train.folders import register_resolvers
+from cnn_train.sweep import FailedJob, finish_stopped_sweep, write_result
 
 CONFIG_PATH = "pkg://cnn_train.configs"
 CONFIG_MODULE = "cnn_train.configs"
-# Config keys that make Hydra or logging import and call code: never from the command line.
-CODE_KEYS = frozenset({"_target_", "callbacks", "class", "()", "_partial_", "_args_"})
 log = logging.getLogger("cnn_train")
+register_resolvers()  # a SLURM job unpickles the task function, then resolves its folder name
 
 
 def compose_config(name: str, overrides: list[str], *, with_hydra: bool = False) -> DictConfig:
@@ -35,31 +36,14 @@ def compose_config(name: str, overrides: list[str], *, with_hydra: bool = False)
         return compose(config_name=name, overrides=overrides, return_hydra_config=with_hydra)
 
 
-def refuse_code_overrides(arguments: list[str]) -> None:
-    """Command-line text chooses components by name; it never names code to import or run.
-
-    A Hydra callback, `_target_` or logging class on the command line would run any importable
-    function (`+hydra.callbacks.x._target_=...`): refuse it in one line, exit 1.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    candidates = [argument for argument in arguments if not argument.startswith("-")]
+def accept_command_line(config_name: str, *, hydra_flags: bool = True) -> None:
+    """Check the command line before Hydra reads it (command_line.py); a refusal is one line,
+    exit 1. Path values Hydra could not parse are passed on quoted."""
     try:
-        overrides = OverridesParser.create().parse_overrides(candidates)
-    except HydraException:
-        return  # not an override Hydra accepts: Hydra reports it
-    for override in overrides:
-        parts = set(override.key_or_group.replace("/", ".").split("."))
-        text = override.input_line or ""
-        if parts & CODE_KEYS or any(key in text for key in ("_target_", "callbacks")):
-            print(
-                f"error: {text} is not accepted: the command line cannot name code to run "
-                "(callbacks, _target_, logging classes); put trusted settings in your own "
-                "config files (hydra.searchpath)",
-                file=sys.stderr,
-            )
-            sys.exit(1)
+        sys.argv[1:] = check_command_line(config_name, sys.argv[1:], hydra_flags=hydra_flags)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 class JobFailed(Exception):
@@ -98,7 +82,7 @@ def _run_job(job: Callable[[DictConfig, Path], dict[str, Any]], cfg: DictConfig)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
-def _train(cfg: DictConfig) -> float:
+def _train(cfg: DictConfig) -> float | FailedJob:
     from cnn_train.engine.trainer import run_training
 
     job_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -106,16 +90,31 @@ def _train(cfg: DictConfig) -> float:
         summary = _run_job(run_training, cfg)
     except JobFailed as failure:
         write_result(job_dir, {"status": "failed", "error": str(failure)})
-        return math.nan
+        return FailedJob(str(failure))  # a failed trial for Optuna; the sweep goes on
     if not summary.pop("is_main", True):
         return summary["best_val_acc1"]  # another rank of a torchrun job: rank 0 reports
-    write_result(job_dir, {"status": "completed", **summary})
     run_dir = Path(summary["run_dir"])
+    # The folder the run wrote to (another one when it resumed a run), and the job's own.
+    for folder in dict.fromkeys([run_dir, job_dir]):
+        write_result(folder, {"status": "completed", **summary})
+    stopped = (
+        f"stopped early at epoch {summary['stop_epoch'] + 1} ({summary['monitor']} stalled) | "
+        if summary["stopped_early"]
+        else ""
+    )
     print(
         f"best val top-1 {summary['best_val_acc1']:.4f} (epoch {summary['best_epoch'] + 1}) | "
-        f"run folder {run_dir} | view: tensorboard --logdir {run_dir.parent}"
+        f"{stopped}run folder {run_dir} | view: tensorboard --logdir {run_dir.parent}"
     )
     return summary["best_val_acc1"]
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="lr_find")
+def _lr_find(cfg: DictConfig) -> None:
+    from cnn_train.engine.lr_find import find_lr
+
+    found = _run_job(find_lr, cfg)
+    print(f"optimizer.lr={found['suggested_lr']:.3g}")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
@@ -128,11 +127,10 @@ def _eval(cfg: DictConfig) -> None:
 def _one_line_override_errors(config_name: str) -> None:
     """Compose the command line's overrides once, so a bad value is one line on stderr, exit 1.
 
-    Hydra would print the same error over several lines. Flags (-m, --cfg, --help...) and an
-    unknown option of a group, whose list of valid options Hydra prints, are left to Hydra.
+    Hydra would print the same error over several lines. With flags (-m, --cfg...) the
+    composition is left to Hydra.
     """
     overrides = sys.argv[1:]
-    refuse_code_overrides(overrides)
     if not overrides or any(argument.startswith("-") for argument in overrides):
         return
     from hydra.errors import ConfigCompositionException, MissingConfigException
@@ -148,8 +146,52 @@ def _one_line_override_errors(config_name: str) -> None:
         sys.exit(1)
 
 
+def _known_error(error: Exception) -> tuple[int, str] | None:
+    """The exit status and line for an error the user can act on; None for a bug."""
+    from hydra.errors import CompactHydraException, HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause: BaseException | None = error
+    while cause is not None:  # OmegaConf wraps a resolver's UserError (implicitly chained)
+        if (status := exit_status(cause)) is not None:
+            return status
+        wrapper = isinstance(cause, OmegaConfBaseException)
+        cause = cause.__cause__ or (cause.__context__ if wrapper else None)
+    if isinstance(error, OSError) and error.filename:  # Hydra creating a folder it was given
+        return 1, f"error: cannot use {error.filename}: {error.strerror or error}"
+    if type(error).__module__.startswith("submitit"):
+        return 1, f"error: the SLURM launcher failed: {first_line(error, type(error).__name__)}"
+    if isinstance(error, CompactHydraException):  # Hydra's own message, as Hydra prints it
+        cause = error.__cause__
+        return 1, f"{error}\n{cause}" if isinstance(cause, OmegaConfBaseException) else str(error)
+    if isinstance(error, (HydraException, OmegaConfBaseException)):
+        return 1, f"error: {first_line(error)}"
+    return None
+
+
+def _error_line(error: Exception) -> tuple[int, str]:
+    """The exit status and the line for what ended a Hydra main ('' for a bug, whose traceback
+    is printed here). A multirun under way is summed up first (summary.csv)."""
+    stopped = finish_stopped_sweep()
+    known = _known_error(error)
+    if known is not None:
+        code, message = known
+        return code, message + (f" ({stopped})" if stopped and message else "")
+    if stopped:
+        return 1, f"error: the sweep stopped: {first_line(error, type(error).__name__)} ({stopped})"
+    traceback.print_exception(error)  # a bug: keep its traceback
+    return 1, ""
+
+
 def _interruptible(main: Callable[[], Any]) -> None:
-    """Run a Hydra main; a second Ctrl-C (the first stops after a save) exits 130, no traceback."""
+    """Run a Hydra main; what ends it is reported here in one line (a second Ctrl-C, the first
+    stopping after a save, exits 130).
+
+    Hydra re-raises instead of printing its own traceback (HYDRA_FULL_ERROR), unless the user
+    asked for that full traceback.
+    """
+    asked = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         main()
     except KeyboardInterrupt:
@@ -159,18 +201,45 @@ def _interruptible(main: Callable[[], Any]) -> None:
             file=sys.stderr,
         )
         sys.exit(130)
+    except Exception as error:
+        if asked:
+            raise
+        code, message = _error_line(error)
+        if message:
+            print(message, file=sys.stderr)
+        sys.exit(code)
+    finally:
+        if asked is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def _start(config_name: str) -> bool:
+    """The checks before Hydra runs; False when `--help` was answered instead."""
+    accept_command_line(config_name)
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(help_text(config_name, sys.argv[1:]))
+        return False
+    _one_line_override_errors(config_name)
+    return True
 
 
 def train() -> None:
     """`cnn-train`: train a model as the composed config says."""
-    _one_line_override_errors("train")
-    _interruptible(_train)
+    if _start("train"):
+        _interruptible(_train)
+
+
+def lr_find() -> None:
+    """`cnn-lr-find [cnn-train overrides] [start_lr=... end_lr=... steps=...]`: an LR range test
+    whose last line is the override to use, `optimizer.lr=<value>`."""
+    if _start("lr_find"):
+        _interruptible(_lr_find)
 
 
 def evaluate() -> None:
     """`cnn-eval checkpoint=PATH`: re-evaluate a checkpoint."""
-    _one_line_override_errors("eval")
-    _interruptible(_eval)
+    if _start("eval"):
+        _interruptible(_eval)
 
 
 def _run_tool(config_name: str, tool: Callable[[DictConfig], str], usage: str) -> None:
@@ -181,10 +250,10 @@ def _run_tool(config_name: str, tool: Callable[[DictConfig], str], usage: str) -
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    accept_command_line(config_name, hydra_flags=False)
     if {"-h", "--help"} & set(sys.argv[1:]):
         print(usage)
         return
-    refuse_code_overrides(sys.argv[1:])
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)  # our own messages; other libraries' INFO chatter stays quiet
     try:
@@ -211,13 +280,21 @@ def _summary(cfg: DictConfig) -> str:
 def _predict(cfg: DictConfig) -> str:
     from cnn_train.predict import format_predictions, predict
 
-    return format_predictions(predict(cfg.checkpoint, cfg.images, cfg.topk))
+    found = predict(cfg.checkpoint, cfg.images, cfg.topk, weights=cfg.weights, tta=cfg.tta)
+    return format_predictions(found)
 
 
 def _export(cfg: DictConfig) -> str:
     from cnn_train.export import export
 
-    result = export(cfg.checkpoint, cfg.format, cfg.output, cfg.tolerance)
+    result = export(
+        cfg.checkpoint,
+        cfg.format,
+        cfg.output,
+        cfg.tolerance,
+        overwrite=cfg.overwrite,
+        weights=cfg.weights,
+    )
     return (
         f"wrote {result['path']} ({result['format']}); it reproduces the checkpoint's logits "
         f"(max abs difference {result['max_abs_diff']:.2e})"

@@ -215,7 +215,7 @@ def multistep(
 def plateau(
     cfg: DictConfig, optimizer: torch.optim.Optimizer, steps: int, lr: float
 ) -> ScheduleParts:
-    """ReduceLROnPlateau on validation top-1."""
+    """ReduceLROnPlateau on the monitored validation metric (trainer.monitor)."""
     scheduler = lr_scheduler.ReduceLROnPlateau(
         optimizer,
         mode="max",
@@ -260,12 +260,14 @@ def build_schedule(
     total_steps: int,
     lr: float,
     steps_per_epoch: int = 1,
+    mode: str = "max",
 ) -> Schedule:
     """The LR schedule that `cfg.name` names, for a run of `total_steps` iterations.
 
     `scheduler.warmup_epochs` (may be fractional) ramps the LR linearly from
     `warmup_start_factor * lr` to `lr` over that many epochs of iterations first; a
-    per-iteration schedule then runs over the iterations that remain.
+    per-iteration schedule then runs over the iterations that remain. `mode` says whether the
+    monitored metric that `plateau` reads is maximised (accuracies) or minimised (losses).
     """
     if cfg.name not in SCHEDULERS:
         raise UserError(f"unknown scheduler '{cfg.name}'; choose one of: {', '.join(SCHEDULERS)}")
@@ -286,4 +288,16 @@ def build_schedule(
             total_iters=warmup_steps,
         )
     main, per_iteration = SCHEDULERS[cfg.name](cfg, optimizer, total_steps - warmup_steps, lr)
+    if isinstance(main, lr_scheduler.ReduceLROnPlateau) and main.mode != mode:
+        main = lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode=mode,
+            factor=main.factor,
+            patience=main.patience,
+            threshold=main.threshold,
+            threshold_mode=main.threshold_mode,
+            cooldown=main.cooldown,
+            min_lr=main.min_lrs,
+            eps=main.eps,
+        )
     return Schedule(main, per_iteration, warmup, warmup_steps)

@@ -8,52 +8,84 @@ from typing import Any
 
 import torch
 
-from cnn_train.data.decode import BadImageError, read_rgb
+from cnn_train.data.decode import (
+    IMAGE_SUFFIXES,
+    BadImageError,
+    image_files,
+    is_image_name,
+    read_rgb,
+    report_ignored,
+)
 from cnn_train.errors import UserError
 from cnn_train.inference import load_inference
 
 log = logging.getLogger("cnn_train")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
 
 def image_paths(items: list[str] | str) -> list[Path]:
-    """The image files named: files as given, folders expanded to their images (sorted)."""
+    """The image files named: files as given, folders expanded to their images.
+
+    A folder gives what a folder dataset would read (`data.decode.image_files`: visible regular
+    files with an image extension, no hidden entries at any level, never a FIFO or a device). A
+    file named explicitly is kept whatever it is, and the reading decides: anything but a regular
+    image file is reported as skipped.
+    """
     paths: list[Path] = []
+    ignored: list[str] = []
     for item in [items] if isinstance(items, str) else list(items):
-        path = Path(item).expanduser()
+        path = Path(str(item)).expanduser()
         if path.is_dir():
-            paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
+            paths += [Path(found) for found in image_files(path, ignored)]
+        elif path.exists():  # a FIFO or a device too: reading refuses it without opening it
             paths.append(path)
         else:
             raise UserError(f"images: {path} does not exist; pass images=[a.jpg,b.png] or a folder")
+    report_ignored(ignored)
     if not paths:
         raise UserError("images: no image files found; pass images=[a.jpg,b.png] or a folder")
     return paths
 
 
+def read_image(path: Path) -> torch.Tensor:
+    """A file named as an image, decoded with the data loaders' bounds (see `data.decode`)."""
+    if not is_image_name(path.name.lstrip(".")):
+        raise BadImageError(f"not an image file name (one of {', '.join(IMAGE_SUFFIXES)})")
+    return read_rgb(str(path))
+
+
 @torch.inference_mode()
-def predict(checkpoint: str, images: list[str] | str, topk: int = 5) -> list[dict[str, Any]]:
-    """For each image, the top-k class names and probabilities under the checkpoint's model.
+def predict(
+    checkpoint: str,
+    images: list[str] | str,
+    topk: int = 5,
+    *,
+    weights: str = "auto",
+    tta: str = "none",
+) -> list[dict[str, Any]]:
+    """For each image, the top-k class names and probabilities under the checkpoint's model
+    (its `weights`: auto, model or ema), averaged over the `tta` views (none, flip, ten_crop).
 
     Files are decoded as the data loaders decode them, so an image of the validation split gets
     the input tensor its validation gave.
     """
     if topk < 1:
         raise UserError(f"topk must be >= 1, got {topk}")
-    loaded = load_inference(checkpoint)
+    loaded = load_inference(checkpoint, weights)
     k = min(topk, len(loaded.class_names))
     results = []
     paths = image_paths(images)
     for path in paths:
         try:
-            batch = loaded.preprocess(read_rgb(str(path))).unsqueeze(0)
+            image = read_image(path)
+            batch = (
+                loaded.preprocess(image).unsqueeze(0) if tta == "none" else loaded.views(image, tta)
+            )
         except (BadImageError, OSError) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
             log.warning(f"skipped {path}: not a readable image ({reason[:200]})")
             results.append({"image": str(path), "skipped": reason[:200]})
             continue
-        probabilities = loaded.model(batch).softmax(dim=1)[0]
+        probabilities = loaded.model(batch).softmax(dim=1).mean(dim=0)
         values, indices = probabilities.topk(k)
         results.append(
             {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import signal
@@ -15,7 +16,9 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
+from cnn_train.files import write_text_atomically
 from cnn_train.table import text_table
 
 RESULT_FILE = "result.json"
@@ -25,8 +28,24 @@ COLUMNS = ("job", "status", "best_val_acc1", "best_epoch", "overrides", "error")
 
 def write_result(run_dir: Path, result: dict[str, Any]) -> None:
     """Record how a job ended: `status` (`completed` or `failed`) and its result or error."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RESULT_FILE).write_text(json.dumps(result) + "\n")
+    write_text_atomically(run_dir / RESULT_FILE, json.dumps(result) + "\n", what="result")
+
+
+class FailedJob:
+    """What a failed job returns to the sweeper: not a number, so that Optuna records a failed
+    trial (`float()` raises) and goes on with the next trial."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def __float__(self) -> float:
+        raise ValueError(self.error)
+
+    def __repr__(self) -> str:
+        return f"failed job ({self.error})"
+
+
+Stamps = dict[str, tuple[int, int]]
 
 
 def _job_number(job_dir: Path) -> tuple[int, str]:
@@ -34,17 +53,41 @@ def _job_number(job_dir: Path) -> tuple[int, str]:
     return (int(number) if number.isdigit() else sys.maxsize, job_dir.name)
 
 
-def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job folder under `sweep_dir`, in job order."""
+def job_stamps(sweep_dir: Path) -> Stamps:
+    """Each job folder's `.hydra/overrides.yaml` (inode, mtime): Hydra rewrites it when a job
+    starts, so a job of a later multirun in the same folder has another stamp."""
+    stamps = {}
+    for path in sweep_dir.glob("*/.hydra/overrides.yaml"):
+        stat = path.stat()
+        stamps[path.parent.parent.name] = (stat.st_ino, stat.st_mtime_ns)
+    return stamps
+
+
+def _result(job_dir: Path) -> dict[str, Any]:
+    """The job's result.json, unless it is older than the job's start (an earlier job's)."""
+    path = job_dir / RESULT_FILE
+    started = (job_dir / ".hydra" / "overrides.yaml").stat().st_mtime_ns
+    if not path.is_file() or path.stat().st_mtime_ns < started:
+        return {}
+    return json.loads(path.read_text())
+
+
+def job_rows(sweep_dir: Path, before: Stamps | None = None) -> list[dict[str, Any]]:
+    """One row per job folder under `sweep_dir`, in job order; with `before` (the stamps when
+    the multirun started), only the jobs this multirun ran."""
     rows = []
+    before = before or {}
     job_dirs = sorted(
-        (path.parent.parent for path in sweep_dir.glob("*/.hydra/overrides.yaml")),
+        (
+            sweep_dir / name
+            for name, stamp in job_stamps(sweep_dir).items()
+            if before.get(name) != stamp
+        ),
         key=_job_number,
     )
     for job_dir in job_dirs:
         overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
-        result_path = job_dir / RESULT_FILE
-        result = json.loads(result_path.read_text()) if result_path.is_file() else {}
+        result = _result(job_dir)
         rows.append(
             {
                 "job": job_dir.name,
@@ -82,13 +125,14 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(text_table([headers, *cells]))
 
 
-def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
+def write_summary(sweep_dir: Path, before: Stamps | None = None) -> list[dict[str, Any]]:
     """Write `summary.csv` into the sweep folder and return its rows."""
-    rows = job_rows(sweep_dir)
-    with open(sweep_dir / SUMMARY_FILE, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    rows = job_rows(sweep_dir, before)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomically(sweep_dir / SUMMARY_FILE, text.getvalue(), what="sweep summary")
     return rows
 
 
@@ -112,22 +156,56 @@ def cancel_on_interrupt(submitit_dir: Path) -> None:
 class SweepSummary(Callback):
     """At the end of a multirun: print the jobs' table, write summary.csv, exit 1 if any failed.
 
+    Only this multirun's jobs are summed up, even in a sweep folder used before. A sweeper or
+    launcher that stops with an error (Optuna when no trial completed, a rejected sbatch)
+    never reaches `on_multirun_end`: the console script then calls `finish_stopped_sweep`.
     Through SLURM (`hydra/launcher=slurm`), Ctrl-C while the sweep waits cancels its jobs.
     """
 
+    running: SweepSummary | None = None  # the multirun under way in this process
+
+    def __init__(self) -> None:
+        self.sweep_dir: Path | None = None
+        self.before: Stamps = {}
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self.sweep_dir = Path(config.hydra.sweep.dir)
+        except OmegaConfBaseException:
+            return  # no sweep folder: the launcher says why in one line
+        self.before = job_stamps(self.sweep_dir) if self.sweep_dir.is_dir() else {}
+        SweepSummary.running = self
         launcher = config.hydra.get("launcher") or {}
         if str(launcher.get("_target_", "")).endswith(".SlurmLauncher"):
             cancel_on_interrupt(Path(str(launcher.submitit_folder)).parent)
 
+    def summarise(self) -> list[dict[str, Any]]:
+        """Write summary.csv and print the table (nothing if no job started)."""
+        SweepSummary.running = None
+        if self.sweep_dir is None or not self.sweep_dir.is_dir():
+            return []
+        rows = write_summary(self.sweep_dir, self.before)
+        if rows:
+            print(format_table(rows))
+            print(f"sweep summary: {self.sweep_dir / SUMMARY_FILE}")
+        return rows
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir():
-            return
-        rows = write_summary(sweep_dir)
-        print(format_table(rows))
-        print(f"sweep summary: {sweep_dir / SUMMARY_FILE}")
+        rows = self.summarise()
         failed = [row for row in rows if row["status"] != "completed"]
         if failed:
             print(f"{len(failed)} of {len(rows)} jobs failed", file=sys.stderr)
             sys.exit(1)
+
+
+def finish_stopped_sweep() -> str:
+    """Sum up a multirun whose sweeper or launcher stopped with an error; '' if none was under
+    way, else a few words for the error line (how many jobs failed, where the summary is)."""
+    sweep = SweepSummary.running
+    if sweep is None:
+        return ""
+    rows = sweep.summarise()
+    if not rows:
+        return "no job ran"
+    failed = sum(row["status"] != "completed" for row in rows)
+    return f"{failed} of {len(rows)} jobs failed; summary: {sweep.sweep_dir / SUMMARY_FILE}"

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from cnn_train.files import append_line, write_text_atomically
+
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
@@ -105,7 +107,7 @@ def write_run_info(run_dir: Path) -> None:
         "host": socket.gethostname(),
         "start": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    (run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_text_atomically(run_dir / "run.json", json.dumps(info, indent=2) + "\n")
 
 
 class RunTracker:
@@ -129,8 +131,7 @@ class RunTracker:
 
         The record's `lr` stays out of TensorBoard: `train/lr` has the LR of every logged step.
         """
-        with open(self.metrics_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_line(self.metrics_path, json.dumps(record))  # a failed append is one line
         present = {tag: record[key] for tag, key in EPOCH_TAGS.items() if key in record}
         self.scalars(present, record["step"])
         self.writer.flush()

@@ -1,4 +1,9 @@
-"""ImageFolder trees: `root/<class>/*` or `root/{train,val,test}/<class>/*`."""
+"""ImageFolder trees: `root/<class>/*` or `root/{train,val,test}/<class>/*`.
+
+The split layout is recognised only when root's visible folders are split names (`train`, and
+optionally `val`, `test`) and nothing else: a flat layout may have a class named `train`.
+Image files are listed by `image_files` (visible regular files with an image extension).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,15 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from torchvision.datasets.folder import find_classes
 
-from cnn_train.data.decode import decode_files, too_many_bad_files
+from cnn_train.data.decode import (
+    decode_files,
+    folder_entries,
+    image_files,
+    is_system_path,
+    report_ignored,
+    too_many_bad_files,
+)
 from cnn_train.data.memory import LabelledImages
 from cnn_train.data.order import holdout_split
 from cnn_train.data.registry import register_dataset
@@ -20,9 +31,10 @@ from cnn_train.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cnn_train.errors import UserError
 
 log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
 LAYOUT = (
     "expected root/<class>/<image> or root/train/<class>/<image> "
-    "(optional root/val/<class>/..., root/test/<class>/...)"
+    "(optional root/val/<class>/..., root/test/<class>/...; then no other folders in root)"
 )
 
 
@@ -107,36 +119,10 @@ def _cores() -> int:
     return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
-def _visible(name: str) -> bool:
-    # Every visible file counts, so a stray non-image file is reported as skipped, not ignored.
-    return not name.startswith(".")
-
-
-def class_files(class_dir: Path) -> list[str]:
-    """The visible files under one class folder, each real file once, in a fixed order.
-
-    Symlinks are followed, but a link back into a folder already walked (`ln -s . cat/self`)
-    is skipped with a warning instead of listing every file again.
-    """
-    seen_dirs: set[tuple[int, int]] = set()
-    files: list[str] = []
-    for folder, subfolders, names in os.walk(class_dir, followlinks=True, onerror=_unreadable):
-        status = os.stat(folder)
-        if (status.st_dev, status.st_ino) in seen_dirs:
-            log.warning(f"skipped {folder}: a link back into a folder already read")
-            subfolders.clear()
-            continue
-        seen_dirs.add((status.st_dev, status.st_ino))
-        subfolders.sort()
-        files += [os.path.join(folder, name) for name in sorted(names) if _visible(name)]
-    return files
-
-
-def _unreadable(error: OSError) -> None:
-    raise UserError(
-        f"cannot read {error.filename} ({error.strerror}); fix its permissions or move it out of "
-        "data.root"
-    )
+def class_folders(directory: Path) -> list[str]:
+    """The visible folders directly in `directory` (links into /dev, /proc, /sys left out)."""
+    _, subfolders = folder_entries(str(directory))
+    return [os.path.basename(path) for path in subfolders]
 
 
 def unique_files(samples: list[tuple[str, int]], taken: set[str]) -> list[tuple[str, int]]:
@@ -163,25 +149,22 @@ def scan_split(
     A file already in `taken` (real paths of the splits scanned before) is left out, so no image
     is in two splits.
     """
-    try:
-        names, _ = find_classes(str(directory))
-    except FileNotFoundError as error:
-        raise UserError(f"no class folders in {directory}; {LAYOUT}") from error
-    except PermissionError as error:
-        raise UserError(
-            f"cannot read {directory} (permission denied); fix its permissions"
-        ) from error
+    names = class_folders(directory)
+    if not names:
+        raise UserError(f"no class folders in {directory}; {LAYOUT}")
     if class_names is not None and names != class_names:
         raise UserError(
             f"the class folders of {directory} differ from those of train/; {LAYOUT} "
             "with the same class folder names in every split"
         )
     samples: list[tuple[str, int]] = []
+    ignored: list[str] = []
     for label, name in enumerate(names):
-        files = class_files(directory / name)
+        files = image_files(directory / name, ignored)
         if not files:
-            raise UserError(f"class folder {directory / name} is empty; {LAYOUT}")
+            raise UserError(f"class folder {directory / name} is empty (no image files); {LAYOUT}")
         samples += [(path, label) for path in files[: max_per_class or None]]
+    report_ignored(ignored)
     samples = unique_files(samples, set() if taken is None else taken)
     paths = [path for path, _ in samples]
     labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
@@ -198,6 +181,13 @@ def stratified_split(files: ImageFiles, fraction: float) -> tuple[ImageFiles, Im
     return pick(train), pick(val)
 
 
+def split_folders(root: Path) -> set[str]:
+    """The splits `root` holds when its visible folders are `train` and optionally `val` and
+    `test`, and nothing else; else an empty set: every visible folder is a class, `train` too."""
+    folders = set(class_folders(root))
+    return folders if "train" in folders and folders <= set(SPLITS) else set()
+
+
 def scan_folder(
     root: str | None, val_fraction: float, max_per_class: int | None = None
 ) -> FileDataset:
@@ -208,17 +198,20 @@ def scan_folder(
     if not root:
         raise UserError(f"data.root is required for this dataset; {LAYOUT}")
     base = Path(root).expanduser()
+    if is_system_path(os.path.realpath(base)):
+        raise UserError(f"data.root={root} is a system folder, not an image folder; {LAYOUT}")
     if not base.is_dir():
         raise UserError(f"data.root={root} is not a directory; {LAYOUT}")
-    train_dir = base / "train" if (base / "train").is_dir() else base
+    present = split_folders(base)
+    train_dir = base / "train" if present else base
     taken: set[str] = set()
     names, train = scan_split(train_dir, max_per_class=max_per_class, taken=taken)
     splits: dict[str, ImageFiles] = {}
-    if train_dir != base and (base / "val").is_dir():
+    if "val" in present:
         splits["train"], splits["val"] = train, scan_split(base / "val", names, taken=taken)[1]
     else:
         splits["train"], splits["val"] = stratified_split(train, val_fraction)
-    if train_dir != base and (base / "test").is_dir():
+    if "test" in present:
         splits["test"] = scan_split(base / "test", names, taken=taken)[1]
     return FileDataset(splits, names, native_size=0)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from omegaconf import DictConfig
 
-from cnn_train.data.folder import FileDataset
+from cnn_train.data.folder import FileDataset, ImageFiles
 from cnn_train.data.memory import InMemoryDataset, InMemoryLoader, LabelledImages
-from cnn_train.data.preprocessing import eval_preprocessing
+from cnn_train.data.preprocessing import EvalPreprocessing, eval_preprocessing
 from cnn_train.data.registry import get_dataset_builder
 from cnn_train.data.stream import ImageSamples, StreamLoader
 from cnn_train.data.transforms import BATCHED_PRESETS, check_preset, image_transform
@@ -50,7 +52,7 @@ def in_memory(dataset: Dataset, augment: str, setting: str, image_size: int) -> 
     return True
 
 
-def split_of(dataset: Dataset, split: str) -> object:
+def split_of(dataset: Dataset, split: str) -> ImageFiles | LabelledImages:
     """The split named `split`, or a UserError naming the dataset's other splits."""
     if split not in dataset.splits:
         raise UserError(
@@ -75,13 +77,12 @@ def make_loader(
     max_bad_fraction: float = 0.01,
     rank: int = 0,
     world_size: int = 1,
+    sampler: str = "shuffle",
 ) -> Loader:
-    """A loader over one split: shuffled full batches for training, in order for evaluation.
-
-    Evaluation batches, in memory or streamed, are the dataset's `eval_preprocessing`: the same
-    tensors `cnn-predict` makes of the same files.
-    """
+    """A loader over one split: shuffled full batches (or, `sampler=balanced`, drawn each class
+    equally likely) for training; in order, as `eval_preprocessing` says, for evaluation."""
     data, skipped = split_of(dataset, split), 0
+    shard = {"rank": rank, "world_size": world_size, "balanced": train and sampler == "balanced"}
     evaluation = eval_preprocessing(dataset, image_size, augment)
     if in_memory(dataset, augment, in_memory_setting, image_size):
         if isinstance(dataset, FileDataset):
@@ -100,10 +101,9 @@ def make_loader(
             drop_last=train,
             seed=seed,
             augment=augment,
-            rank=rank,
-            world_size=world_size,
             skipped_files=skipped,
             evaluation=evaluation,
+            **shard,
         )
     transform = image_transform(augment, image_size) if train else evaluation.resize
     return StreamLoader(
@@ -115,6 +115,31 @@ def make_loader(
         num_workers=num_workers,
         max_bad_fraction=max_bad_fraction,
         normalize=evaluation.normalizer(device),  # the model's one normalization, train and eval
-        rank=rank,
-        world_size=world_size,
+        **shard,
+    )
+
+
+def views_loader(
+    dataset: Dataset,
+    split: str,
+    evaluation: EvalPreprocessing,
+    tta: str,
+    *,
+    batch_size: int,
+    device: torch.device,
+    num_workers: int = 0,
+    max_bad_fraction: float = 0.01,
+) -> StreamLoader:
+    """A loader over one split whose batches hold each image's test-time views: normalized float
+    [B, V, C, S, S] (`EvalPreprocessing.views`), streamed whatever the dataset."""
+    samples = ImageSamples(split_of(dataset, split), partial(evaluation.views, tta=tta), seed=0)
+    return StreamLoader(
+        samples,
+        batch_size=batch_size,
+        device=device,
+        train=False,
+        seed=0,
+        num_workers=num_workers,
+        max_bad_fraction=max_bad_fraction,
+        normalize=evaluation.normalizer(device),
     )

@@ -54,6 +54,7 @@ class InMemoryLoader:
     Grayscale images are repeated to 3 channels. Order and augmentation depend only on
     (seed, epoch, batch position, rank): the same batches come out whatever else runs.
     `skipped_files` counts the files of a decoded folder split that were left out as unreadable.
+    `balanced` draws a shuffled pass with replacement, each class equally likely.
     An evaluation split (not shuffled) is resized and normalized by `evaluation` (default: the
     plain resize to `image_size`), so its batches equal every other evaluation path's.
     """
@@ -75,7 +76,9 @@ class InMemoryLoader:
         world_size: int = 1,
         skipped_files: int = 0,
         evaluation: EvalPreprocessing | None = None,
+        balanced: bool = False,
     ) -> None:
+        self.balanced_by = data.labels.clone() if balanced and shuffle else None
         if shuffle:
             self.images = resize_uint8(data.images, image_size).to(device)
             self.normalize = Normalize(mean, std, device)
@@ -121,6 +124,7 @@ class InMemoryLoader:
             epoch=self.epoch,
             rank=self.rank,
             world_size=self.world_size,
+            balanced_by=self.balanced_by,
         ).to(self.device)
         for position, start in enumerate(range(0, len(order), self.batch_size)):
             index = order[start : start + self.batch_size]

@@ -33,16 +33,25 @@ def pass_indices(
     epoch: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    balanced_by: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The indices rank `rank` reads in one pass.
 
     Training: the (seed, epoch) permutation, every `world_size`-th index from `rank`, trimmed so
-    every rank gets the same number of full batches. Evaluation: `rank::world_size` in order, so the
+    every rank gets the same number of full batches; with `balanced_by` (the samples' labels,
+    `data.sampler=balanced`) the pass draws with replacement, each class equally likely.
+    Evaluation: `rank::world_size` in order, so the
     ranks together read every sample exactly once.
     """
     if not train:
         return torch.arange(rank, count, world_size)
-    order = torch.randperm(count, generator=epoch_generator(seed, epoch))
+    if balanced_by is not None:  # as many draws as samples, each class equally likely
+        counts = torch.bincount(balanced_by).double()
+        weights = 1.0 / counts[balanced_by]
+        generator = epoch_generator(seed, epoch)
+        order = torch.multinomial(weights, count, replacement=True, generator=generator)
+    else:
+        order = torch.randperm(count, generator=epoch_generator(seed, epoch))
     per_rank = (count // world_size) // batch_size * batch_size
     return order[rank::world_size][:per_rank]
 

@@ -4,6 +4,7 @@ the transform that validation, `cnn-eval`, `cnn-predict` and `cnn-export` all fe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
@@ -13,8 +14,10 @@ from torchvision.transforms.v2 import functional as tvf
 
 from cnn_train.data.transforms import Normalize
 from cnn_train.errors import UserError
+from cnn_train.schema import MAX_IMAGE_SIZE
 
 CENTRE_CROP_PRESETS = ("imagenet", "alexnet2012")
+TTA_MODES = ("none", "flip", "ten_crop")  # test-time views whose softmax is averaged
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,42 @@ class EvalPreprocessing:
 
     def __post_init__(self) -> None:
         # Records hold lists; a frozen value holds tuples, so equal settings compare equal.
-        object.__setattr__(self, "mean", tuple(float(value) for value in self.mean))
-        object.__setattr__(self, "std", tuple(float(value) for value in self.std))
+        object.__setattr__(self, "mean", _numbers(self.mean, "mean"))
+        object.__setattr__(self, "std", _numbers(self.std, "std"))
+        self._check()
+
+    def _check(self) -> None:
+        """The bounds a checkpoint's record must keep before anything is allocated from it:
+        the command line's image-size limit, 1 or 3 channels, finite mean and std > 0."""
+        size, short = self.image_size, self.resize_short_side
+        _require(
+            _is_int(size) and 1 <= size <= MAX_IMAGE_SIZE,
+            f"image_size in [1, {MAX_IMAGE_SIZE}]",
+            size,
+        )
+        _require(
+            self.channels in (1, 3) and _is_int(self.channels), "channels 1 or 3", self.channels
+        )
+        _require(
+            short is None or (_is_int(short) and size <= short <= 2 * MAX_IMAGE_SIZE),
+            f"resize_short_side null or in [image_size, {2 * MAX_IMAGE_SIZE}]",
+            short,
+        )
+        _require(
+            len(self.mean) == len(self.std) and self.channels <= len(self.mean) <= 3,
+            "mean and std of one value per channel",
+            f"{list(self.mean)}, {list(self.std)}",
+        )
+        _require(all(value > 0 for value in self.std), "std > 0", list(self.std))
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> EvalPreprocessing:
-        """Read a checkpoint's `preprocessing` record (missing settings take their defaults)."""
+        """Read a checkpoint's `preprocessing` record (missing settings take their defaults);
+        out-of-bounds values are a one-line UserError (see `_check`)."""
+        if not isinstance(record, Mapping):
+            raise UserError(
+                f"the checkpoint's preprocessing is a {type(record).__name__}, not a dict"
+            )
         unknown = sorted(set(record) - {item.name for item in fields(cls)})
         if unknown:
             raise UserError(
@@ -73,6 +106,24 @@ class EvalPreprocessing:
             return tvf.resize(images, side, antialias=True)
         return tvf.center_crop(tvf.resize(images, [self.resize_short_side], antialias=True), side)
 
+    def views(self, image: torch.Tensor, tta: str) -> torch.Tensor:
+        """The test-time views of one uint8 image [C, H, W] as uint8 [V, C, S, S].
+
+        `none`: the one evaluation input; `flip`: it and its mirror image; `ten_crop`: the four
+        corners and the centre at S px of the image resized as the preset resizes (its short side,
+        or the whole image squashed, to 256/224 of S), and their mirror images (the AlexNet
+        paper's ten patches).
+        """
+        if tta not in TTA_MODES:
+            raise UserError(f"tta={tta} is not one of {', '.join(TTA_MODES)}")
+        if tta == "ten_crop":
+            side = self.resize_short_side or round(self.image_size * 256 / 224)
+            size = [side] if self.resize_short_side else [side, side]
+            resized = tvf.resize(image, size, antialias=True)
+            return torch.stack(tvf.ten_crop(resized, [self.image_size, self.image_size]))
+        view = self.resize(image)
+        return torch.stack([view, view.flip(-1)]) if tta == "flip" else view.unsqueeze(0)
+
     def normalizer(self, device: torch.device) -> Normalize:
         """Batches [B, C, S, S] of uint8 -> normalized float32 on `device`, C channels kept."""
         return Normalize(self.mean, self.std, device)
@@ -93,6 +144,26 @@ class EvalPreprocessing:
         red, green, blue = image.int().unbind(-3)
         luma = (red * 19595 + green * 38470 + blue * 7471 + 0x8000) >> 16
         return luma.to(torch.uint8).unsqueeze(-3)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require(ok: bool, expected: str, got: Any) -> None:
+    if not ok:
+        raise UserError(f"the checkpoint's preprocessing must have {expected}, got {got}")
+
+
+def _numbers(values: Any, key: str) -> tuple[float, ...]:
+    """A record's list of finite numbers as a tuple (one-line error for anything else)."""
+    try:
+        numbers = tuple(float(value) for value in values if not isinstance(value, (bool, str)))
+        ok = len(numbers) == len(values) and all(math.isfinite(value) for value in numbers)
+    except (TypeError, ValueError):
+        ok = False
+    _require(ok, f"{key} as a list of finite numbers", values)
+    return numbers
 
 
 def dataset_channels(dataset: Any) -> int:

@@ -50,5 +50,6 @@ def get_dataset_builder(name: str) -> Callable[[DictConfig], Any]:
     if name not in DATASETS:
         load_plugins()
     if name not in DATASETS:
-        raise UserError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
+        choices = ", ".join(sorted(DATASETS))
+        raise UserError(f"unknown dataset '{name}' (data.name); choose one of: {choices}")
     return DATASETS[name]

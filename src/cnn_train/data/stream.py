@@ -60,10 +60,19 @@ class KeyBatches(Sampler[list[Key]]):
     """Batches of (epoch, index) keys in the order of `pass_indices`."""
 
     def __init__(
-        self, count: int, *, train: bool, batch_size: int, seed: int, rank: int, world_size: int
+        self,
+        count: int,
+        *,
+        train: bool,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        world_size: int,
+        balanced_by: torch.Tensor | None = None,
     ) -> None:
         self.count, self.train, self.batch_size = count, train, batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.balanced_by = balanced_by  # labels: draw each class equally likely (training)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -84,6 +93,7 @@ class KeyBatches(Sampler[list[Key]]):
             epoch=self.epoch,
             rank=self.rank,
             world_size=self.world_size,
+            balanced_by=self.balanced_by,
         ).tolist()
         for start in range(0, len(order), self.batch_size):
             yield [(self.epoch, index) for index in order[start : start + self.batch_size]]
@@ -116,6 +126,7 @@ class StreamLoader:
         normalize: Normalize,
         rank: int = 0,
         world_size: int = 1,
+        balanced: bool = False,
     ) -> None:
         self.batches = KeyBatches(
             len(samples),
@@ -124,6 +135,7 @@ class StreamLoader:
             seed=seed,
             rank=rank,
             world_size=world_size,
+            balanced_by=samples.source.labels.cpu() if balanced and train else None,
         )
         self.device = device
         self.normalize = normalize

@@ -7,8 +7,12 @@ from omegaconf import DictConfig
 
 from cnn_train.data.memory import InMemoryDataset, LabelledImages
 from cnn_train.data.registry import register_dataset
+from cnn_train.errors import UserError
 
 DATA_SEED = 1234
+# The generated images (uint8) are held in memory, and each split is made through a float32 copy
+# four times its size: a bound between keys, so it lives with the builder.
+MAX_BYTES = 2 * 1024**3
 
 
 def _sample(
@@ -24,6 +28,7 @@ def _sample(
 @register_dataset("synthetic")
 def load_synthetic_dataset(cfg: DictConfig) -> InMemoryDataset:
     """A learnable dataset of `train_samples` + `val_samples` images, the same on every call."""
+    check_size(cfg)
     generator = torch.Generator().manual_seed(DATA_SEED)
     shape = (cfg.num_classes, cfg.channels, cfg.native_size, cfg.native_size)
     prototypes = torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
@@ -37,3 +42,15 @@ def load_synthetic_dataset(cfg: DictConfig) -> InMemoryDataset:
         mean=(0.5,) * 3,
         std=(0.3,) * 3,
     )
+
+
+def check_size(cfg: DictConfig) -> None:
+    """Refuse, before allocating, a dataset whose images would not fit in `MAX_BYTES`."""
+    images = cfg.num_classes + cfg.train_samples + cfg.val_samples
+    size = images * cfg.channels * cfg.native_size**2
+    if size > MAX_BYTES:
+        raise UserError(
+            f"data=synthetic: {images} images of {cfg.channels}x{cfg.native_size}x"
+            f"{cfg.native_size} take {size / 1024**3:.1f} GiB, more than {MAX_BYTES // 1024**3}; "
+            "lower data.train_samples, data.val_samples, data.num_classes or data.native_size"
+        )

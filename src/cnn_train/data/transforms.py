@@ -60,14 +60,14 @@ class Lighting(nn.Module):
 
 
 class Normalize:
-    """(x - mean) / std for a batch [B, C, H, W] of uint8 (0..255) or float ([0, 1]) images."""
+    """(x - mean) / std for batches [.., C, H, W] of uint8 (0..255) or float ([0, 1]) images."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        channels = images.shape[1]
+        channels = images.shape[-3]
         mean, std = self.mean[:, :channels], self.std[:, :channels]
         scale = 1.0 / (255.0 * std) if images.dtype == torch.uint8 else 1.0 / std
         return images.float().mul_(scale).sub_(mean / std)

@@ -204,7 +204,7 @@ def train_one_epoch(
     report: StepReport | None = None,
 ) -> Stop | None:
     """Train the epoch's remaining batches; return why it stopped early, or None at its end
-    (or once the run's step budget is spent). `report(step, loss, lr)` every log_every_steps."""
+    (or once the run's step budget is spent). `report(step, loss, lr)` after every step."""
     trainer = parts.cfg.trainer
     for images, targets in epoch.batches:
         lr = current_lr(parts.optimizer)  # the LR this step uses: the schedule moves after it
@@ -218,11 +218,11 @@ def train_one_epoch(
         verdict = guard.after_step(loss, progress.step)
         if verdict is not None:
             return verdict
+        if report is not None:
+            report(progress.step, loss, lr)
         if progress.step % trainer.log_every_steps == 0:
             running = progress.sums.read()
             epoch.bar.set_postfix(loss=f"{running['loss']:.4f}", acc1=f"{running['acc1']:.3f}")
-            if report is not None:
-                report(progress.step, loss, lr)
         if progress.step >= parts.total_steps:
             return None
         every = trainer.checkpoint_every_steps

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
@@ -65,3 +67,33 @@ class MetricSums:
             "acc5": hitsk / total,
             "samples": int(count),
         }
+
+
+def class_report(confusion: torch.Tensor, class_names: list[str]) -> dict[str, Any]:
+    """Per-class precision, recall, F1 and support from counts [true class, predicted class];
+    `macro_f1` (the mean F1 of the classes that occur, as true or predicted labels) and
+    `balanced_acc1` (the mean recall of the classes that occur as true labels)."""
+    counts = confusion.double()
+    hits, support, predicted = counts.diag(), counts.sum(dim=1), counts.sum(dim=0)
+    precision = hits / predicted.clamp(min=1)
+    recall = hits / support.clamp(min=1)
+    f1 = torch.where(
+        precision + recall > 0,
+        2 * precision * recall / (precision + recall),
+        torch.zeros_like(hits),
+    )
+    occurring = (support > 0) | (predicted > 0)
+    per_class = {
+        name: {
+            "precision": float(precision[index]),
+            "recall": float(recall[index]),
+            "f1": float(f1[index]),
+            "support": int(support[index]),
+        }
+        for index, name in enumerate(class_names)
+    }
+    return {
+        "per_class": per_class,
+        "macro_f1": float(f1[occurring].mean()) if occurring.any() else 0.0,
+        "balanced_acc1": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
+    }

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 
 from cnn_train.engine.loop import EpochPass
+from cnn_train.engine.monitor import Monitor
+from cnn_train.engine.profile import StepProfiler
 from cnn_train.engine.resume import trim_metrics
 from cnn_train.engine.state import Progress, RunParts
 from cnn_train.logs import also_log_to
@@ -22,8 +24,17 @@ class Validation:
     """An epoch's validation: its metrics, the EMA model's (when kept) and the confusion matrix."""
 
     metrics: dict[str, float]
-    ema: dict[str, float]
+    ema: dict[str, float]  # val_ema_loss, val_ema_acc1, val_ema_acc5
     confusion: torch.Tensor | None
+    macro_f1: float | None = None
+
+    @property
+    def record(self) -> dict[str, float]:
+        """The epoch record's validation keys: val_loss, val_acc1, val_acc5 (+ EMA, macro F1)."""
+        record = {f"val_{key}": self.metrics[key] for key in ("loss", "acc1", "acc5")}
+        if self.macro_f1 is not None:
+            record["val_macro_f1"] = self.macro_f1
+        return record | self.ema
 
 
 class Reporter:
@@ -32,19 +43,29 @@ class Reporter:
     def __init__(self, parts: RunParts, progress: Progress, *, resumed: bool) -> None:
         self.parts = parts
         self.tracker = open_tracker(parts, progress, resumed=resumed)
+        steps = parts.cfg.trainer.profile_steps
+        self.profiler = None
+        if steps and parts.ctx.is_main:
+            self.profiler = StepProfiler(parts.run_dir / "profile", *steps)
+            self.profiler.after_step(progress.step)
         log.info(describe(parts))
 
     def step(self, step: int, loss: torch.Tensor, lr: float) -> None:
-        """The batch loss and the step's LR to TensorBoard."""
-        if self.tracker is not None:
+        """After every optimizer step: the profile's window; every `trainer.log_every_steps`,
+        the batch loss and the step's LR to TensorBoard."""
+        if self.profiler is not None:
+            self.profiler.after_step(step)
+        if self.tracker is not None and step % self.parts.cfg.trainer.log_every_steps == 0:
             self.tracker.scalars({"train/batch_loss": loss.item(), "lr": lr}, step)
 
     def epoch(self, progress: Progress, epoch: EpochPass, validation: Validation) -> None:
         """The epoch's line of metrics.jsonl, its TensorBoard scalars, and its log line."""
         parts, train = self.parts, progress.sums.read()  # read: a collective, every rank calls
-        record = epoch_record(parts, progress, epoch, train, validation.metrics) | validation.ema
+        record = epoch_record(parts, progress, epoch, train, validation)
         if self.tracker is not None:
             self.tracker.log_epoch(record)
+            if validation.macro_f1 is not None:
+                self.tracker.scalars({"val/macro_f1": validation.macro_f1}, progress.step)
             names = parts.built.dataset.class_names
             self.tracker.log_validation_details(validation.confusion, names, progress.step)
             every = parts.cfg.tracking.histogram_every
@@ -58,10 +79,18 @@ class Reporter:
             f"{record['images_per_sec']:.0f} img/s | {epoch.seconds:.1f} s"
         )
 
+    def stopped_early(self, progress: Progress, monitor: Monitor) -> None:
+        """Say why the run ends before its last epoch."""
+        log.info(
+            f"stopping early after epoch {progress.epoch + 1}: {monitor.name} has not improved "
+            f"for {progress.stale_epochs} epochs (best {progress.best_metric:.4g} at epoch "
+            f"{progress.best_epoch + 1})"
+        )
+
     def finish(self, progress: Progress) -> None:
         """The run's hparams and best top-1, once it has trained every epoch."""
         if self.tracker is not None:
-            best = {"val_acc1": progress.best_metric, "epoch": progress.best_epoch}
+            best = {"val_acc1": progress.best_val_acc1, "epoch": progress.best_epoch}
             parts = self.parts
             write_hparams(self.tracker.writer, parts.run_dir, parts.config, best, progress.step)
 
@@ -69,6 +98,8 @@ class Reporter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self.profiler is not None:
+            self.profiler.close()
         if self.tracker is not None:
             self.tracker.close()
 
@@ -126,7 +157,7 @@ def epoch_record(
     progress: Progress,
     epoch: EpochPass,
     train: dict[str, float],
-    val: dict[str, float],
+    validation: Validation,
 ) -> dict[str, Any]:
     """The epoch's line of metrics.jsonl."""
     skipped = parts.train_loader.skipped_files
@@ -138,10 +169,8 @@ def epoch_record(
         "step": progress.step,
         "train_loss": train["loss"],
         "train_acc1": train["acc1"],
-        "val_loss": val["loss"],
-        "val_acc1": val["acc1"],
-        "val_acc5": val["acc5"],
-        "val_samples": val["samples"],
+        **validation.record,
+        "val_samples": validation.metrics["samples"],
         "skipped_files": skipped,
         "lr": epoch.start_lr,
         "images_per_sec": images / max(epoch.seconds, 1e-9),

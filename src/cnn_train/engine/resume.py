@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from omegaconf import DictConfig
 from cnn_train.checkpoint import RUN_KEYS, TRAINING_KEYS, require_run_checkpoint
 from cnn_train.engine.state import PROGRESS_KEYS
 from cnn_train.errors import UserError
+from cnn_train.schema import SCHEMAS, TrainConfig, TrainerConfig
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +76,24 @@ def trim_metrics(metrics_path: Path, first_epoch: int) -> None:
 
 
 RESUME_KEYS = (*PROGRESS_KEYS, *RUN_KEYS, *TRAINING_KEYS, "model", "rng", "train_sums")
-RESUME_SECTIONS = ("model", "data", "optimizer")
-# Settings a resumed run may change: where the data is read from and how, and the run's length.
+RESUME_SECTIONS = ("model", "data", "optimizer", "trainer")
+# Settings a resumed run may change: where the data is read from and how, and the run's length,
+# logging and saving. Everything else changes the result, so it must be the checkpoint's.
 CHANGEABLE_ON_RESUME = frozenset(
     {"data.root", "data.num_workers", "data.download", "model.weights", "model.freeze_features"}
+    | {
+        f"trainer.{key}"
+        for key in (
+            "epochs",
+            "max_steps",
+            "log_every_steps",
+            "checkpoint_every_steps",
+            "profile_steps",
+            "save_top_k",
+            "save_every_epochs",
+            "detect_anomaly",
+        )
+    }
 )
 
 
@@ -89,23 +106,59 @@ def _flatten(node: Any, prefix: str) -> dict[str, Any]:
     return flat
 
 
-def check_resumable(saved: dict[str, Any], config: dict[str, Any], path: Path) -> None:
-    """Refuse a checkpoint of another model, data, optimizer or kind of schedule, in one line.
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a resolved config that a resumed run must keep, flat (`seed`,
+    `trainer.label_smoothing`...); of the scheduler only its kind (its state fits only its kind)."""
+    flat = {"seed": config.get("seed"), "scheduler.name": config["scheduler"]["name"]}
+    for section in RESUME_SECTIONS:
+        flat.update(_flatten(config.get(section, {}), section))
+    return flat
 
-    `config` is the new run's resolved config; a longer `trainer.epochs`, a moved `data.root`
-    and another `data.num_workers` are allowed.
+
+def _schema_default(key: str) -> Any:
+    """The schema's default of `key`: the value of a setting that an older checkpoint predates."""
+    section, _, name = key.rpartition(".")
+    schemas = {"": [TrainConfig], "trainer": [TrainerConfig]}
+    schemas.update({group: list(options.values()) for group, options in SCHEMAS.items()})
+    for schema in schemas.get(section, []):
+        for item in dataclasses.fields(schema):
+            if item.name == name and item.default is not dataclasses.MISSING:
+                return item.default
+            if item.name == name and item.default_factory is not dataclasses.MISSING:
+                return item.default_factory()
+    return None
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def check_resumable(
+    saved: dict[str, Any],
+    config: dict[str, Any],
+    path: Path,
+    class_names: Sequence[str] | None = None,
+) -> None:
+    """Resume exactly or not at all: refuse a checkpoint whose settings differ, in one line.
+
+    `config` is the new run's resolved config, `class_names` its data's classes. The model,
+    data, optimizer, every `trainer.*` key, `seed`, the kind of schedule and the class names
+    must be the checkpoint's; the keys of CHANGEABLE_ON_RESUME (the data's location, the run's
+    length, logging and saving) may change. A setting the checkpoint predates counts as its
+    schema default.
     """
     require_run_checkpoint(saved, path, RESUME_KEYS)
-    old = {"scheduler.name": saved["config"]["scheduler"]["name"]}  # its state only fits its kind
-    new = {"scheduler.name": config["scheduler"]["name"]}
-    for section in RESUME_SECTIONS:
-        old.update(_flatten(saved["config"].get(section, {}), section))
-        new.update(_flatten(config.get(section, {}), section))
+    old, new = _settings(saved["config"]), _settings(config)
     changed = [
-        f"{key} ({old.get(key)} -> {new.get(key)})"
+        f"{key} ({old.get(key, _schema_default(key))} -> {new.get(key)})"
         for key in sorted(set(old) | set(new), key=lambda key: (not key.endswith(".name"), key))
-        if key not in CHANGEABLE_ON_RESUME and old.get(key) != new.get(key)
+        if key not in CHANGEABLE_ON_RESUME
+        and old.get(key, _schema_default(key)) != new.get(key, _schema_default(key))
     ]
+    if class_names is not None and list(class_names) != list(saved["class_names"]):
+        changed.insert(
+            0, f"class names ({_names(saved['class_names'])} -> {_names(list(class_names))})"
+        )
     if changed:
         shown = ", ".join(changed[:4]) + (
             f" and {len(changed) - 4} more" if len(changed) > 4 else ""

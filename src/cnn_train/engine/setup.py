@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -16,7 +17,9 @@ from torch import nn
 
 from cnn_train.build import ModelAndData, build_model_and_data, split_loader
 from cnn_train.config_checks import check_train_config
+from cnn_train.data.loaders import Loader
 from cnn_train.distributed import DistContext, place_model, wrap_model
+from cnn_train.engine.monitor import Monitor
 from cnn_train.engine.precision import resolve_precision, use_channels_last
 from cnn_train.engine.state import RunParts
 from cnn_train.engine.stepper import Stepper, StepSettings
@@ -76,10 +79,19 @@ def _prepare_model(cfg: DictConfig, ctx: DistContext) -> tuple[ModelAndData, nn.
     return built, model, channels_last
 
 
+def limited(batches: int, limit: int | float | None) -> int:
+    """`trainer.limit_*_batches` applied: an int is a count, a float in (0, 1) a share."""
+    if limit is None:
+        return batches
+    if isinstance(limit, float):
+        return max(1, math.floor(batches * limit))
+    return min(batches, limit)
+
+
 def _count_steps(cfg: DictConfig, train_batches: int, train_images: int) -> tuple[int, int]:
     """Batches per epoch (whole accumulation groups) and optimizer steps of the whole run."""
     accumulate, batch = cfg.trainer.accumulate_steps, cfg.data.batch_size
-    batches = min(train_batches, cfg.trainer.limit_train_batches or math.inf)
+    batches = limited(train_batches, cfg.trainer.overfit_batches or cfg.trainer.limit_train_batches)
     steps_per_epoch = batches - batches % accumulate
     if steps_per_epoch == 0:
         raise UserError(
@@ -93,6 +105,57 @@ def _count_steps(cfg: DictConfig, train_batches: int, train_images: int) -> tupl
     return steps_per_epoch, total_steps
 
 
+def _loaders(
+    cfg: DictConfig, built: ModelAndData, device: torch.device, ctx: DistContext
+) -> tuple[Loader, Loader, int]:
+    """The training and validation loaders, and how many validation batches an epoch reads.
+
+    With `trainer.overfit_batches=N` both are the same N fixed training batches: in order, with
+    no augmentation (the evaluation preprocessing).
+    """
+    shard = {"rank": ctx.rank, "world_size": ctx.world_size}
+    batch_size = cfg.data.batch_size
+    overfit = cfg.trainer.overfit_batches
+    if overfit:
+        fixed = split_loader(built, "train", batch_size, device, train=False, **shard)
+        return fixed, fixed, min(len(fixed), overfit)
+    train = split_loader(built, "train", batch_size, device, train=True, seed=cfg.seed, **shard)
+    eval_batch = cfg.data.eval_batch_size or batch_size
+    val = split_loader(built, "val", eval_batch, device, train=False, **shard)
+    return train, val, limited(len(val), cfg.trainer.limit_val_batches)
+
+
+def step_settings(cfg: DictConfig, built: ModelAndData) -> StepSettings:
+    """The step's settings from the config, with the class weights resolved for the data;
+    `trainer.overfit_batches` turns label smoothing, MixUp and CutMix off."""
+    settings = StepSettings.from_config(cfg)
+    weights = class_weights(cfg.trainer.class_weights, built)
+    settings = dataclasses.replace(settings, class_weights=weights)
+    if cfg.trainer.overfit_batches:
+        settings = dataclasses.replace(
+            settings, label_smoothing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0
+        )
+    return settings
+
+
+def class_weights(setting: Any, built: ModelAndData) -> tuple[float, ...] | None:
+    """`trainer.class_weights`: null, `balanced` (N / (classes x count) from the training
+    split's labels, so every class weighs the same in the loss) or one number per class."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        labels = built.dataset.splits["train"].labels
+        counts = torch.bincount(labels, minlength=built.num_classes).clamp(min=1).double()
+        return tuple((len(labels) / (built.num_classes * counts)).tolist())
+    weights = tuple(float(weight) for weight in setting)
+    if len(weights) != built.num_classes:
+        raise UserError(
+            f"trainer.class_weights lists {len(weights)} weights but the dataset has "
+            f"{built.num_classes} classes; give one per class or use trainer.class_weights=balanced"
+        )
+    return weights
+
+
 def build_parts(cfg: DictConfig, run_dir: Path, ctx: DistContext) -> RunParts:
     """Build every part of a run for this process (rank `ctx.rank` of a data-parallel job)."""
     check_train_config(cfg)
@@ -104,22 +167,21 @@ def build_parts(cfg: DictConfig, run_dir: Path, ctx: DistContext) -> RunParts:
     train_model = wrap_model(model, cfg.device, ctx)
     if cfg.trainer.compile:
         train_model = torch.compile(train_model)
-    shard = {"rank": ctx.rank, "world_size": ctx.world_size}
-    eval_batch = cfg.data.eval_batch_size or cfg.data.batch_size
-    train_loader = split_loader(
-        built, "train", cfg.data.batch_size, input_device, train=True, seed=cfg.seed, **shard
-    )
-    val_loader = split_loader(built, "val", eval_batch, input_device, train=False, **shard)
+    train_loader, val_loader, val_batches = _loaders(cfg, built, input_device, ctx)
     steps_per_epoch, total_steps = _count_steps(cfg, len(train_loader), train_loader.dataset_size)
-    steps_per_update = steps_per_epoch // cfg.trainer.accumulate_steps
     optimizer = build_optimizer(cfg.optimizer, model)
     schedule = build_schedule(
-        cfg.scheduler, optimizer, total_steps, cfg.optimizer.lr, steps_per_update
+        cfg.scheduler,
+        optimizer,
+        total_steps,
+        cfg.optimizer.lr,
+        steps_per_epoch // cfg.trainer.accumulate_steps,
+        mode=Monitor.named(cfg.trainer.monitor).mode,
     )
     stepper = Stepper(
         train_model,
         model,
-        StepSettings.from_config(cfg),
+        step_settings(cfg, built),
         precision=precision,
         optimizer=optimizer,
         schedule=schedule,
@@ -141,7 +203,7 @@ def build_parts(cfg: DictConfig, run_dir: Path, ctx: DistContext) -> RunParts:
         train_loader=train_loader,
         val_loader=val_loader,
         steps_per_epoch=steps_per_epoch,
-        val_batches=min(len(val_loader), cfg.trainer.limit_val_batches or math.inf),
+        val_batches=val_batches,
         total_steps=total_steps,
         optimizer=optimizer,
         schedule=schedule,

@@ -47,16 +47,36 @@ def save_run(parts: RunParts, progress: Progress) -> Path | None:
     return path
 
 
-def mark_best(path: Path | None) -> None:
-    """Copy the last.pt just written to best.pt."""
-    if path is not None:
-        copy_checkpoint(path, path.with_name("best.pt"))
+def keep_copies(
+    parts: RunParts,
+    progress: Progress,
+    saved: Path | None,
+    *,
+    best: bool,
+    top_k: bool,
+    dropped: list[int],
+) -> None:
+    """Copy the epoch's last.pt to the files that keep it (rank 0): best.pt when it is the best
+    (`trainer.save_top_k` >= 1), best-e<EPOCH>.pt among the K best, epoch-<EPOCH>.pt every
+    `trainer.save_every_epochs`; remove the best-e<EPOCH>.pt files that dropped out."""
+    if saved is None:
+        return
+    trainer, folder, epoch = parts.cfg.trainer, saved.parent, progress.epoch
+    if best and trainer.save_top_k >= 1:
+        copy_checkpoint(saved, folder / "best.pt")
+    if top_k:
+        copy_checkpoint(saved, folder / f"best-e{epoch}.pt")
+    for old in dropped:
+        (folder / f"best-e{old}.pt").unlink(missing_ok=True)
+    every = trainer.save_every_epochs
+    if every and (epoch + 1) % every == 0:
+        copy_checkpoint(saved, folder / f"epoch-{epoch}.pt")
 
 
 def restore_run(parts: RunParts, path: Path) -> Progress:
     """Put a saved state back (weights, optimizer and schedule, RNG) and return its progress."""
     saved = load_checkpoint(path)
-    check_resumable(saved, parts.config, path)
+    check_resumable(saved, parts.config, path, parts.built.dataset.class_names)
     parts.model.load_state_dict(saved["model"])
     same_schedule = saved["total_steps"] == parts.total_steps
     if not same_schedule:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from cnn_train.engine.metrics import MetricSums
+from cnn_train.engine.monitor import Monitor
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -60,8 +61,11 @@ class Progress:
     """Where a run is. Its fields are the checkpoint's progress keys, one for one.
 
     `epoch` is the epoch in hand (0-based); `batch_in_epoch` the next batch of it to train;
-    `epoch_done` whether it is validated and recorded; `step` the optimizer steps taken;
-    `best_metric` and `best_epoch` the best validation top-1 so far (-1: none yet).
+    `epoch_done` whether it is validated and recorded; `step` the optimizer steps taken.
+    `best_metric` is the monitor's best value (None: none yet), at `best_epoch`, whose val top-1
+    is `best_val_acc1`; `stale_epochs` counts validated epochs since the monitor last beat
+    `stale_baseline` by more than early stopping's min_delta; `stopped_early` ends the run;
+    `top_k` lists [value, epoch] of the kept checkpoints/best-e<EPOCH>.pt files, best first.
     `sums` (the running training metrics of this rank's epoch) is saved per rank, beside it.
     """
 
@@ -70,8 +74,13 @@ class Progress:
     batch_in_epoch: int = 0
     epoch_done: bool = False
     step: int = 0
-    best_metric: float = -1.0
+    best_metric: float | None = None
     best_epoch: int = -1
+    best_val_acc1: float = -1.0
+    stale_epochs: int = 0
+    stale_baseline: float | None = None
+    stopped_early: bool = False
+    top_k: list[list[float]] = field(default_factory=list)
     sums: MetricSums | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +101,33 @@ class Progress:
     def mid_epoch(self) -> bool:
         """Whether an epoch was started and not yet validated."""
         return not self.epoch_done and self.batch_in_epoch > 0
+
+    def record_epoch(
+        self, value: float, val_acc1: float, monitor: Monitor, min_delta: float
+    ) -> bool:
+        """Note the validated epoch's monitored `value`; return whether it is the best so far."""
+        improved = monitor.improves(value, self.best_metric)
+        if improved:
+            self.best_metric, self.best_epoch, self.best_val_acc1 = value, self.epoch, val_acc1
+        if monitor.improves(value, self.stale_baseline, min_delta):
+            self.stale_baseline, self.stale_epochs = value, 0
+        else:
+            self.stale_epochs += 1
+        self.epoch_done = True
+        return improved
+
+    def rank_top_k(self, value: float, k: int, monitor: Monitor) -> tuple[bool, list[int]]:
+        """Put the epoch among the `k` best (when k > 1); return whether it is kept and the
+        epochs that dropped out (their best-e<EPOCH>.pt files go)."""
+        if k <= 1:
+            return False, []
+        ranked = sorted(
+            [*self.top_k, [value, self.epoch]],
+            key=lambda entry: -entry[0] if monitor.mode == "max" else entry[0],
+        )
+        self.top_k = ranked[:k]
+        dropped = [int(epoch) for _, epoch in ranked[k:]]
+        return self.epoch not in dropped, dropped
 
     def begin_epoch(self, sums: MetricSums) -> None:
         """Move on to the next epoch (no-op when one is under way) with fresh running sums."""

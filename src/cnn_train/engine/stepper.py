@@ -29,6 +29,7 @@ class StepSettings:
     ema_decay: float | None
     mixup_alpha: float
     cutmix_alpha: float
+    class_weights: tuple[float, ...] | None = None  # the loss's weight of each class
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> StepSettings:
@@ -76,7 +77,14 @@ class Stepper:
         self.model, self.raw_model = model, raw_model
         self.precision, self.optimizer, self.schedule = precision, optimizer, schedule
         self.scaler = precision.grad_scaler()
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+        weight = None
+        if settings.class_weights is not None:
+            output_device = getattr(raw_model, "output_device", None)
+            output_device = output_device or next(raw_model.parameters()).device
+            weight = torch.tensor(settings.class_weights, device=output_device)
+        self.criterion = nn.CrossEntropyLoss(
+            weight=weight, label_smoothing=settings.label_smoothing
+        )
         self.accumulate = settings.accumulate_steps
         self.clip = settings.grad_clip_norm
         self.channels_last = channels_last

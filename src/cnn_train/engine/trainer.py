@@ -14,10 +14,12 @@ from cnn_train.checkpoint import remove_stale_temporaries
 from cnn_train.distributed import DistContext, launch
 from cnn_train.engine.evaluation import eval_pass
 from cnn_train.engine.loop import Reason, StepGuard, StopSignal, epoch_pass, train_one_epoch
+from cnn_train.engine.metrics import class_report
+from cnn_train.engine.monitor import Monitor
 from cnn_train.engine.report import Reporter, Validation
 from cnn_train.engine.resume import find_resume_checkpoint, run_folder_of
 from cnn_train.engine.setup import build_parts
-from cnn_train.engine.snapshot import mark_best, restore_run, save_run
+from cnn_train.engine.snapshot import keep_copies, restore_run, save_run
 from cnn_train.engine.state import Progress, RunParts
 from cnn_train.errors import Interrupted, UserError
 from cnn_train.run_lock import run_folder_lock
@@ -46,7 +48,8 @@ def train_rank(cfg: DictConfig, run_dir: Path, ctx: DistContext) -> dict[str, An
         progress = restore_run(parts, resume_from) if resume_from else Progress(parts.total_steps)
         clean_up_killed_saves(parts)
         resumed = resume_from is not None
-        with StopSignal() as stop, Reporter(parts, progress, resumed=resumed) as report:
+        anomaly = torch.autograd.set_detect_anomaly(cfg.trainer.detect_anomaly)
+        with StopSignal() as stop, Reporter(parts, progress, resumed=resumed) as report, anomaly:
             guard = StepGuard(parts.input_device, stop, check_finite=parts.precision.name != "fp16")
             try:
                 fit(parts, progress, guard, report)
@@ -58,6 +61,7 @@ def train_rank(cfg: DictConfig, run_dir: Path, ctx: DistContext) -> dict[str, An
 def fit(parts: RunParts, progress: Progress, guard: StepGuard, report: Reporter) -> None:
     """Train every remaining epoch. The one owner of the run's control flow: it trains,
     validates, saves, decides to stop and raises; the loop only says why it stopped."""
+    monitor = Monitor.named(parts.cfg.trainer.monitor)
     while more_to_train(parts, progress):
         epoch = epoch_pass(parts, progress)
         while halt := guard.settle(train_one_epoch(parts, progress, epoch, guard, report.step)):
@@ -70,21 +74,26 @@ def fit(parts: RunParts, progress: Progress, guard: StepGuard, report: Reporter)
         validation = validate_epoch(parts, guard.stop)
         if guard.stop_agreed():  # validation was cut short: save, and redo it on resume
             raise interrupted(guard.stop, save_run(parts, progress))
-        val_acc1 = validation.metrics["acc1"]
-        parts.schedule.step_epoch(val_acc1)
-        improved = val_acc1 > progress.best_metric
-        if improved:
-            progress.best_metric, progress.best_epoch = val_acc1, progress.epoch
-        progress.epoch_done = True
+        trainer, value = parts.cfg.trainer, validation.record[monitor.record_key]
+        parts.schedule.step_epoch(value)
+        improved = progress.record_epoch(
+            value, validation.metrics["acc1"], monitor, trainer.early_stopping_min_delta
+        )
+        kept, dropped = progress.rank_top_k(value, trainer.save_top_k, monitor)
+        patience = trainer.early_stopping_patience
+        progress.stopped_early = bool(patience) and progress.stale_epochs >= patience
         report.epoch(progress, epoch, validation)
         saved = save_run(parts, progress)
-        if improved:
-            mark_best(saved)
+        keep_copies(parts, progress, saved, best=improved, top_k=kept, dropped=dropped)
+        if progress.stopped_early:
+            report.stopped_early(progress, monitor)
     report.finish(progress)
 
 
 def more_to_train(parts: RunParts, progress: Progress) -> bool:
     """Whether an epoch is left: one under way, or a next one within the epochs and steps."""
+    if progress.stopped_early:
+        return False
     if progress.mid_epoch:
         return True
     return progress.next_epoch < parts.cfg.trainer.epochs and progress.step < parts.total_steps
@@ -109,8 +118,11 @@ def validate_epoch(parts: RunParts, stop: StopSignal) -> Validation:
         model = parts.stepper.ema.module
         sums = eval_pass(model, parts.val_loader, parts.val_batches, desc="val (EMA)", **settings)
         ema = {f"val_ema_{key}": value for key, value in sums.read().items() if key != "samples"}
-    # Both reads are collectives: every rank calls them.
-    return Validation(val.read(), ema, val.confusion_matrix())
+    confusion = val.confusion_matrix()  # the reads are collectives: every rank calls them
+    report = (
+        class_report(confusion, parts.built.dataset.class_names) if confusion is not None else {}
+    )
+    return Validation(val.read(), ema, confusion, report.get("macro_f1"))
 
 
 def clean_up_killed_saves(parts: RunParts) -> None:
@@ -147,8 +159,12 @@ def out_of_memory_error(cfg: DictConfig) -> UserError:
 def summary(parts: RunParts, progress: Progress) -> dict[str, Any]:
     """What the run returns: its best epoch and where it wrote."""
     return {
-        "best_val_acc1": progress.best_metric,
+        "best_val_acc1": progress.best_val_acc1,
         "best_epoch": progress.best_epoch,
+        "monitor": parts.cfg.trainer.monitor,
+        "best_metric": progress.best_metric,
+        "stopped_early": progress.stopped_early,
+        "stop_epoch": progress.epoch if progress.stopped_early else None,
         "step": progress.step,
         "run_dir": str(parts.run_dir),
         "is_main": parts.ctx.is_main,

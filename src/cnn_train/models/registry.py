@@ -168,7 +168,8 @@ def get_spec(name: str) -> ModelSpec:
     if name not in MODELS:
         load_plugins()
     if name not in MODELS:
-        raise UserError(f"unknown model '{name}'; choose one of: {', '.join(sorted(MODELS))}")
+        choices = ", ".join(sorted(MODELS))
+        raise UserError(f"unknown model '{name}' (model.name); choose one of: {choices}")
     return MODELS[name]
 
 

@@ -1,4 +1,5 @@
-"""The layer table (`cnn-summary`): output shapes, size arithmetic, parameters, FLOPs."""
+"""The layer table (`cnn-summary`): output shapes, size arithmetic, parameters, FLOPs, all
+computed on fake tensors (shapes without data)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnn_train.errors import UserError, first_line
 from cnn_train.table import text_table
 
 SHOWN = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d)
@@ -63,7 +66,8 @@ def _describe(module: nn.Module) -> str:
 
 
 def layer_table(model: nn.Module, image_size: int, channels: int = 3) -> tuple[list[LayerRow], int]:
-    """Run one image through `model`; describe every conv, pool, norm and linear layer.
+    """Trace one image's shapes through `model` with fake tensors (no activation is allocated,
+    whatever the image size); describe every conv, pool, norm and linear layer.
 
     Returns the rows and the FLOPs of the whole forward pass.
     """
@@ -99,8 +103,18 @@ def layer_table(model: nn.Module, image_size: int, channels: int = 3) -> tuple[l
     ]
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        # Fake tensors carry shapes, not data: no activation is allocated at any image size.
+        with (
+            torch.no_grad(),
+            FakeTensorMode(allow_non_fake_inputs=True),
+            FlopCounterMode(display=False) as counter,
+        ):
             model(torch.zeros(1, channels, image_size, image_size))
+    except (RuntimeError, NotImplementedError, TypeError) as error:
+        raise UserError(
+            f"cannot compute the layer table of {root} at {image_size} px without running it: "
+            f"{first_line(error, type(error).__name__)}"
+        ) from error
     finally:
         for hook in hooks:
             hook.remove()
