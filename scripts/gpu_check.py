@@ -35,7 +35,7 @@ from cnn_train.distributed import free_port
 from cnn_train.engine.precision import Precision
 from cnn_train.engine.stepper import Stepper, StepSettings
 from cnn_train.models import build_model
-from cnn_train.models.split import group_state_dict, place_model
+from cnn_train.models.split import group_state_dict, split_alexnet
 from cnn_train.optim import Schedule
 from cnn_train.table import text_table
 
@@ -227,7 +227,7 @@ def check_split(devices: Sequence[torch.device], sizes: Sizes) -> list[Row]:
     torch.manual_seed(0)
     side, batch = sizes.image["alexnet2012"], sizes.split_batch
     grouped = build_model("alexnet2012", sizes.classes, "imagenet", dropout=0.0).to(devices[0])
-    split = place_model(grouped, devices)
+    split = split_alexnet(grouped, devices)
     images = torch.randn(batch, 3, side, side, device=split.input_device)
     targets = torch.randint(0, sizes.classes, (batch,), device=split.input_device)
     with exact_float32():

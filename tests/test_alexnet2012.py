@@ -14,7 +14,7 @@ from cnn_train.engine.trainer import run_training
 from cnn_train.errors import UserError
 from cnn_train.models import build_model
 from cnn_train.models.alexnet2012 import AlexNet2012, TowerLocalResponseNorm
-from cnn_train.models.split import SplitAlexNet, group_state_dict, place_model
+from cnn_train.models.split import SplitAlexNet, group_state_dict, split_alexnet
 from tests.helpers import compose_config, run_cli
 
 
@@ -69,7 +69,7 @@ def test_lrn_follows_the_papers_formula_within_each_tower() -> None:
 
 def test_split_gives_the_grouped_outputs_and_gradients() -> None:
     grouped = small_alexnet()
-    split = place_model(grouped, ["cpu", "cpu"])
+    split = split_alexnet(grouped, ["cpu", "cpu"])
     assert isinstance(split, SplitAlexNet)
     assert split.input_device == split.output_device == torch.device("cpu")
     images = torch.randn(3, 3, 64, 64)
@@ -84,7 +84,7 @@ def test_split_gives_the_grouped_outputs_and_gradients() -> None:
 
 
 def test_split_trains_and_its_state_dict_loads_into_the_grouped_model() -> None:
-    split = place_model(small_alexnet(dropout=0.5), ["cpu", "cpu"])
+    split = split_alexnet(small_alexnet(dropout=0.5), ["cpu", "cpu"])
     optimizer = torch.optim.SGD(split.parameters(), lr=0.1)
     images = torch.randn(2, 3, 64, 64)
     nn.functional.cross_entropy(split(images), torch.tensor([0, 1])).backward()
@@ -102,7 +102,7 @@ def test_split_trains_and_its_state_dict_loads_into_the_grouped_model() -> None:
 
 def test_split_needs_alexnet2012() -> None:
     with pytest.raises(UserError, match="device=alexnet_split needs model=alexnet2012"):
-        place_model(build_model("alexnet", 10, "imagenet"), ["cpu", "cpu"])
+        split_alexnet(build_model("alexnet", 10, "imagenet"), ["cpu", "cpu"])
 
 
 @pytest.mark.parametrize(
@@ -117,7 +117,7 @@ def test_split_needs_alexnet2012() -> None:
 )
 def test_split_needs_two_devices_that_exist(devices: list[str], message: str) -> None:
     with pytest.raises(UserError, match=message) as raised:
-        place_model(small_alexnet(), devices)
+        split_alexnet(small_alexnet(), devices)
     assert "device.devices" in str(raised.value) and "\n" not in str(raised.value)
 
 

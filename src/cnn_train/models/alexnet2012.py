@@ -100,9 +100,9 @@ class AlexNet2012(nn.Module):
 
 def split_alexnet2012(model: nn.Module, devices: Sequence[torch.device | str]) -> nn.Module:
     """Tower 0 on `devices[0]`, tower 1 on `devices[1]` (`cnn_train.models.split`)."""
-    from cnn_train.models.split import place_model  # split.py builds on this module
+    from cnn_train.models.split import split_alexnet  # split.py builds on this module
 
-    return place_model(model, devices)
+    return split_alexnet(model, devices)
 
 
 @register_model("alexnet2012", min_size={"imagenet": 63}, split=split_alexnet2012)

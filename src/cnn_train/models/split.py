@@ -151,7 +151,7 @@ def _from_grouped_hook(
     state.update({prefix + key: value for key, value in split_state_dict(own).items()})
 
 
-def place_model(model: nn.Module, devices: Sequence[torch.device | str]) -> SplitAlexNet:
+def split_alexnet(model: nn.Module, devices: Sequence[torch.device | str]) -> SplitAlexNet:
     """Split an `AlexNet2012` over two devices, keeping its weights (device=alexnet_split).
 
     The result is already placed: feed it batches on its `input_device`; do not `.to()` it.
