@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from cnn_train.config_checks import check_lr_find_config
 from cnn_train.distributed import device_option, resolve_context
 from cnn_train.engine.setup import build_parts
 from cnn_train.engine.state import RunParts
@@ -31,11 +32,7 @@ SKIP_START = 10  # the first points are too noisy to suggest from
 
 def find_lr(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run the range test in this process; write lr_find.csv, lr_find.png and TensorBoard."""
-    if cfg.start_lr <= 0 or not cfg.start_lr < cfg.end_lr or cfg.steps < 2:
-        raise UserError(
-            f"cnn-lr-find needs 0 < start_lr < end_lr and steps >= 2, got start_lr="
-            f"{cfg.start_lr} end_lr={cfg.end_lr} steps={cfg.steps}"
-        )
+    check_lr_find_config(cfg)  # bounds of every key, and an LR range that rises
     if cfg.scheduler.name != "none" or device_option(cfg.device).data_parallel:
         raise UserError(
             "cnn-lr-find sets the LR itself, in one process: drop scheduler=... and use a "
