@@ -16,7 +16,7 @@ from cnn_train.data.stream import StreamLoader
 from cnn_train.engine.evaluator import eval_checkpoint
 from cnn_train.engine.trainer import run_training
 from tests.helpers import compose_config, read_metrics, write_tree
-from tests.test_data import add_bad_files
+from tests.helpers.datasets import add_bad_files
 
 CPU = torch.device("cpu")
 

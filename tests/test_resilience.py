@@ -27,7 +27,7 @@ from tests.helpers.runs import (
 )
 
 
-@pytest.mark.slow  # a stop signal with a bitwise-equal resume stays in tests/test_hostile.py
+@pytest.mark.slow  # a stop signal with a bitwise-equal resume stays in tests/test_hostile_runs.py
 @pytest.mark.parametrize(
     "case", ["resnet34 in memory, augmented", "alexnet (dropout)", "folder with 2 workers"]
 )
@@ -51,7 +51,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal_to_a_straight_run(
     assert len(lines) == 3
 
 
-@pytest.mark.slow  # tests/test_hostile.py stops a run by a signal in the default suite
+@pytest.mark.slow  # tests/test_hostile_runs.py stops a run by a signal in the default suite
 @pytest.mark.parametrize(("number", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_saves_a_resumable_checkpoint_and_exits_with_its_code(
     tmp_path: Path, number: int, code: int

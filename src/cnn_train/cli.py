@@ -17,7 +17,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cnn_train.command_line import check_command_line, help_text
-from cnn_train.errors import ExitRequest, Interrupted, UserError, exit_status, first_line
+from cnn_train.errors import (
+    ExitRequest,
+    Interrupted,
+    InterruptedAgain,
+    UserError,
+    exit_status,
+    first_line,
+)
 from cnn_train.folders import register_resolvers
 from cnn_train.sweep import FailedJob, finish_stopped_sweep, write_result
 
@@ -70,14 +77,16 @@ def _run_job(job: Callable[[DictConfig, Path], dict[str, Any]], cfg: DictConfig)
         failure = error
     code, message = status or (1, f"error: {type(failure).__name__}: {failure}")
     if isinstance(failure, ExitRequest):  # a signal, or a worker that ended with its status
-        if message and int(os.environ.get("RANK", "0")) == 0:  # one rank says it, not each
+        from cnn_train.distributed import launcher_rank
+
+        if message and launcher_rank() == 0:  # one rank says it, not each
             log.warning(message)
         if not multirun or isinstance(failure, Interrupted) or code in (130, 143):
             sys.exit(code)
         raise JobFailed(f"a worker process exited with status {code}") from failure
     log.error(message)
     if multirun:
-        raise JobFailed(message.removeprefix("error: "))
+        raise JobFailed(message.removeprefix("error: ")) from failure
     sys.exit(1)
 
 
@@ -194,12 +203,15 @@ def _interruptible(main: Callable[[], Any]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         main()
-    except KeyboardInterrupt:
+    except InterruptedAgain:
         print(
             "error: interrupted again before the save finished; the last checkpoint is intact "
             "(resume from it)",
             file=sys.stderr,
         )
+        sys.exit(130)
+    except KeyboardInterrupt:  # before training started, after it ended, or in a tool
+        print("error: interrupted; nothing was being saved", file=sys.stderr)
         sys.exit(130)
     except Exception as error:
         if asked:
@@ -278,15 +290,19 @@ def _summary(cfg: DictConfig) -> str:
 
 
 def _predict(cfg: DictConfig) -> str:
+    from cnn_train.config_checks import check_predict_config
     from cnn_train.predict import format_predictions, predict
 
+    check_predict_config(cfg)
     found = predict(cfg.checkpoint, cfg.images, cfg.topk, weights=cfg.weights, tta=cfg.tta)
     return format_predictions(found)
 
 
 def _export(cfg: DictConfig) -> str:
+    from cnn_train.config_checks import check_export_config
     from cnn_train.export import export
 
+    check_export_config(cfg)
     result = export(
         cfg.checkpoint,
         cfg.format,

@@ -179,9 +179,15 @@ def process_count(cfg: DictConfig) -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 2
 
 
+# torchrun sets these for each rank; the marker tells its ranks from a shell that merely has
+# RANK and WORLD_SIZE left over (they would make a run wait for ranks that never come).
+RANK_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR")
+TORCHRUN_MARKER = "TORCHELASTIC_RUN_ID"
+
+
 def launched_by_torchrun() -> bool:
     """Whether torchrun, or SLURM through submitit, already started this process as one rank."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ:
+    if TORCHRUN_MARKER in os.environ and all(name in os.environ for name in RANK_VARIABLES):
         return True
     if "SUBMITIT_EXECUTOR" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         from submitit.helpers import TorchDistributedEnvironment
@@ -189,6 +195,11 @@ def launched_by_torchrun() -> bool:
         TorchDistributedEnvironment().export()  # RANK, WORLD_SIZE, MASTER_ADDR... from SLURM
         return True
     return False
+
+
+def launcher_rank() -> int:
+    """This process's rank in a torchrun or SLURM job (0 outside one)."""
+    return int(os.environ["RANK"]) if launched_by_torchrun() else 0
 
 
 def init_process_group(cfg: DictConfig) -> None:
@@ -343,6 +354,10 @@ def launch(cfg: DictConfig, run_dir: Path, job: TrainFunction) -> dict[str, Any]
     """
     if not device_option(cfg.device).data_parallel or launched_by_torchrun():
         return run_rank(job, cfg, run_dir)
+    stray = [name for name in RANK_VARIABLES if name in os.environ]
+    if stray:
+        log.warning(f"ignoring {', '.join(stray)} in the environment: torchrun did not start this")
+
     with tempfile.TemporaryDirectory() as scratch:
         result_path = Path(scratch) / "summary.json"
         spawn_workers(

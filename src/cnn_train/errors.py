@@ -27,6 +27,10 @@ class Interrupted(ExitRequest):
         super().__init__(message, 128 + signal_number)
 
 
+class InterruptedAgain(KeyboardInterrupt):
+    """A second Ctrl-C while the first one's checkpoint was being saved: stop at once."""
+
+
 def first_line(error: BaseException | str, default: str = "") -> str:
     """The first non-empty line of an error's text (or of `error` itself), else `default`."""
     text = str(error).strip()

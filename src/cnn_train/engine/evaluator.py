@@ -14,13 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnn_train.build import build_model_and_data, split_loader
 from cnn_train.checkpoint import chosen_weights, load_checkpoint
-from cnn_train.config_checks import check_data_config
+from cnn_train.config_checks import check_data_config, check_eval_config
 from cnn_train.data.loaders import views_loader
 from cnn_train.data.preprocessing import EvalPreprocessing
 from cnn_train.distributed import place_model, resolve_device
 from cnn_train.engine.evaluation import eval_pass, views_pass
 from cnn_train.engine.metrics import class_report
-from cnn_train.engine.precision import PRECISIONS, resolve_precision, use_channels_last
+from cnn_train.engine.precision import resolve_precision, use_channels_last
 from cnn_train.errors import UserError
 from cnn_train.files import write_text_atomically
 from cnn_train.inference import checked_run
@@ -43,8 +43,7 @@ def eval_data_config(saved: DictConfig, overrides: DictConfig) -> DictConfig:
 
 def eval_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate `cfg.checkpoint`; write eval.json and confusion_matrix.csv, return the record."""
-    if cfg.precision not in PRECISIONS:
-        raise UserError(f"precision={cfg.precision} is not one of {', '.join(PRECISIONS)}")
+    check_eval_config(cfg)  # every key's bounds, before the checkpoint is read
     state = load_checkpoint(cfg.checkpoint)
     checked_run(state, cfg.checkpoint)  # the stored config and preprocessing, before building
     saved = OmegaConf.create(state["config"])

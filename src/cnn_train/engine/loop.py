@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from cnn_train.distributed import is_distributed
 from cnn_train.engine.state import Progress, RunParts
-from cnn_train.errors import Interrupted
+from cnn_train.errors import Interrupted, InterruptedAgain
 from cnn_train.tracking import progress_bar
 
 # SIGUSR2: SLURM's warning before a time limit or a preemption (as submitit asks for it). The
@@ -60,7 +60,7 @@ class StopSignal:
 
     def _handle(self, signal_number: int, frame: FrameType | None) -> None:
         if self.received == signal.SIGINT and signal_number == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise InterruptedAgain
         self.received = signal_number
 
     def __enter__(self) -> StopSignal:

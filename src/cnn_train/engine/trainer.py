@@ -106,8 +106,11 @@ def validate_epoch(parts: RunParts, stop: StopSignal) -> Validation:
         return stop.received is not None
 
     settings = {"precision": parts.precision, "topk": parts.built.topk, "should_stop": stopping}
+    # DDP's forward broadcasts buffers, a collective: a rank with fewer (or no) validation
+    # batches than another would leave it waiting, so ranks evaluate the plain model.
+    model = parts.model if parts.ctx.world_size > 1 else parts.train_model
     val = eval_pass(
-        parts.train_model,
+        model,
         parts.val_loader,
         parts.val_batches,
         num_classes=parts.built.num_classes,
@@ -115,8 +118,13 @@ def validate_epoch(parts: RunParts, stop: StopSignal) -> Validation:
     )
     ema: dict[str, float] = {}
     if parts.stepper.ema is not None and not stopping():
-        model = parts.stepper.ema.module
-        sums = eval_pass(model, parts.val_loader, parts.val_batches, desc="val (EMA)", **settings)
+        sums = eval_pass(
+            parts.stepper.ema.module,
+            parts.val_loader,
+            parts.val_batches,
+            desc="val (EMA)",
+            **settings,
+        )
         ema = {f"val_ema_{key}": value for key, value in sums.read().items() if key != "samples"}
     confusion = val.confusion_matrix()  # the reads are collectives: every rank calls them
     report = (

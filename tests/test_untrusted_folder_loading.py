@@ -1,19 +1,15 @@
-"""Untrusted images are bounded: only visible regular image files are read, their size is checked
-before they are decoded, wide modes are scaled, and a hostile folder of any make-up loads, or
-stops in one line, in bounded time and memory (a property-based test with Hypothesis)."""
+"""A hostile image folder, loaded for training, validation and predict: its odd files are
+skipped, and a folder of any make-up loads, or stops in one line, in bounded time and memory (a
+property-based test with Hypothesis)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
-import signal
 import stat
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -22,17 +18,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import cnn_train.data.decode as decode_module
 from cnn_train.data import load_dataset, make_loader
-from cnn_train.data.decode import IMAGE_SUFFIXES, MAX_ASPECT_RATIO, MAX_PIXELS, read_rgb
-from cnn_train.data.folder import scan_folder
-from cnn_train.data.preprocessing import EvalPreprocessing
+from cnn_train.data.decode import IMAGE_SUFFIXES
 from cnn_train.engine.trainer import run_training
 from cnn_train.errors import UserError
 from cnn_train.predict import predict
 from tests.helpers import QUICK, compose_config, write_image, write_tree
+from tests.helpers.untrusted_input import CPU, bounded_decoding, folder_cfg, one_line, time_limit
 
-CPU = torch.device("cpu")
 SECONDS_PER_EXAMPLE = 30
 
 
@@ -42,208 +35,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
     run_dir = tmp_path_factory.mktemp("run")
     run_training(compose_config("train", [*QUICK, "data.num_classes=3"]), run_dir)
     return str(run_dir / "checkpoints" / "best.pt")
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raise TimeoutError in this (main) thread after `seconds`: a blocked open() is interrupted."""
-
-    def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-@contextlib.contextmanager
-def bounded_decoding() -> Iterator[list[str]]:
-    """Check every image the decoder returns: a regular file, bounded pixels and aspect ratio."""
-    read, opened = decode_module._read_rgb, []
-
-    def checked(path: str) -> torch.Tensor:
-        opened.append(path)
-        image = read(path)
-        height, width = image.shape[-2:]
-        assert stat.S_ISREG(os.stat(path).st_mode), path
-        assert image.dtype == torch.uint8 and image.shape[0] == 3
-        assert height * width <= MAX_PIXELS and max(height, width) <= MAX_ASPECT_RATIO * min(
-            height, width
-        )
-        return image
-
-    with mock.patch.object(decode_module, "_read_rgb", checked):
-        yield opened
-
-
-def folder_cfg(root: Path, *overrides: str):
-    return compose_config(
-        "train",
-        [
-            "data=folder",
-            f"data.root={root}",
-            "data.image_size=8",
-            "data.val_fraction=0.5",
-            "data.num_workers=0",
-            "device=cpu",
-            *overrides,
-        ],
-    ).data
-
-
-def one_line(error: UserError) -> str:
-    text = str(error)
-    assert text and "\n" not in text, text
-    return text
-
-
-# --- decoding ---------------------------------------------------------------------------------
-
-
-def test_a_16_bit_grey_png_keeps_its_brightness(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    values = rng.integers(20000, 48000, (32, 32), dtype=np.uint16)
-    Image.fromarray(values).save(tmp_path / "grey16.png")
-    assert Image.open(tmp_path / "grey16.png").mode.startswith("I;16")
-    decoded = read_rgb(str(tmp_path / "grey16.png")).float()
-    assert decoded.mean().item() == pytest.approx(values.mean() / 257, abs=0.5)  # not 255: white
-    assert torch.equal(decoded[0], decoded[1])
-
-
-@pytest.mark.parametrize(
-    ("mode", "values", "expected"),
-    [
-        ("I", np.full((4, 4), 30000, dtype=np.int32), round(30000 / 257)),
-        ("I", np.full((4, 4), 200, dtype=np.int32), 200),
-        ("F", np.full((4, 4), 0.5, dtype=np.float32), 128),
-        ("F", np.full((4, 4), 100.0, dtype=np.float32), 100),
-    ],
-)
-def test_32_bit_modes_are_scaled_by_their_range(tmp_path, mode, values, expected) -> None:
-    Image.fromarray(values, mode=mode).save(tmp_path / "wide.tif")
-    decoded = read_rgb(str(tmp_path / "wide.tif"))
-    assert decoded.shape == (3, 4, 4) and int(decoded[0, 0, 0]) == expected
-
-
-def test_a_float_image_with_nan_and_a_wide_range_is_stretched(tmp_path: Path) -> None:
-    values = np.array([[-1000.0, 0.0], [1000.0, np.nan]], dtype=np.float32)
-    Image.fromarray(values, mode="F").save(tmp_path / "wide.tif")
-    assert read_rgb(str(tmp_path / "wide.tif"))[0].tolist() == [[0, 128], [255, 128]]
-
-
-def test_a_palette_image_with_transparency_decodes(tmp_path: Path) -> None:
-    image = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3)).quantize(4)
-    image.info["transparency"] = b"\x00" * 4
-    image.save(tmp_path / "p.png")
-    with time_limit(10):
-        assert read_rgb(str(tmp_path / "p.png")).shape == (3, 4, 4)
-
-
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda path: os.mkfifo(path),
-        lambda path: path.symlink_to("/dev/zero"),
-        lambda path: path.symlink_to("/proc/self/environ"),
-        lambda path: Image.new("L", (1, 3_000_000)).save(path, format="PNG"),
-        lambda path: Image.new("L", (3_000_000, 1)).save(path, format="PNG"),
-        lambda path: path.write_bytes(b""),
-    ],
-    ids=["fifo", "dev-zero", "proc", "1x3M", "3Mx1", "empty"],
-)
-def test_hostile_files_are_refused_without_opening_or_decoding(tmp_path: Path, make) -> None:
-    path = tmp_path / "x.png"
-    make(path)
-    with time_limit(10), pytest.raises(decode_module.BadImageError):
-        read_rgb(str(path))
-
-
-def test_a_header_over_the_pixel_bound_is_refused_before_decoding(tmp_path: Path) -> None:
-    Image.new("1", (10_000, 9_000)).save(tmp_path / "big.png")  # 90 Mpx, a few KB
-    decoding = mock.patch.object(Image.Image, "load", side_effect=AssertionError("decoded"))
-    with decoding, pytest.raises(decode_module.BadImageError, match="more than 89,478,485"):
-        read_rgb(str(tmp_path / "big.png"))
-
-
-def test_checkpoint_preprocessing_records_are_bounded() -> None:
-    good = {"image_size": 8, "mean": [0.5], "std": [0.25], "channels": 1}
-    EvalPreprocessing.from_record(good)
-    for change in (
-        {"image_size": 100_000},
-        {"image_size": 0},
-        {"image_size": True},
-        {"mean": [float("nan")]},
-        {"std": [0.0]},
-        {"std": ["x"]},
-        {"channels": 2},
-        {"mean": [0.5, 0.5], "std": [0.2]},
-        {"resize_short_side": 10**9},
-    ):
-        with pytest.raises(UserError, match="the checkpoint's preprocessing must have") as raised:
-            EvalPreprocessing.from_record({**good, **change})
-        one_line(raised.value)
-
-
-# --- folder layouts ---------------------------------------------------------------------------
-
-
-def test_hidden_folders_are_neither_classes_nor_images(tmp_path: Path) -> None:
-    root = tmp_path / "images"
-    write_tree(root, classes=("cat", "dog"), per_class=4)
-    write_tree(root / ".ipynb_checkpoints", classes=("cat",), per_class=2)
-    write_tree(root / "cat" / ".thumbs", classes=("small",), per_class=2)
-    write_image(root / "dog" / ".hidden.png", "RGB", seed=9)
-    dataset = scan_folder(str(root), val_fraction=0.5)
-    assert dataset.class_names == ["cat", "dog"]
-    paths = dataset.splits["train"].paths + dataset.splits["val"].paths
-    assert len(paths) == 8 and not any("/." in path for path in paths)
-
-
-def test_a_class_named_train_in_a_flat_layout_is_a_class(tmp_path: Path) -> None:
-    root = tmp_path / "vehicles"
-    write_tree(root, classes=("bus", "car", "train"), per_class=4)
-    dataset = scan_folder(str(root), val_fraction=0.5)
-    assert dataset.class_names == ["bus", "car", "train"]
-    assert sum(len(split) for split in dataset.splits.values()) == 12
-
-
-def test_the_split_layout_holds_only_split_folders(tmp_path: Path) -> None:
-    root = tmp_path / "splits"
-    write_tree(root / "train", classes=("a", "b"), per_class=4)
-    write_tree(root / "val", classes=("a", "b"), per_class=2)
-    (root / "README.txt").write_text("files beside the splits are fine\n")
-    write_tree(root / ".cache", classes=("a",), per_class=1)  # hidden: not a folder of root
-    dataset = scan_folder(str(root), val_fraction=0.5)
-    assert dataset.class_names == ["a", "b"]
-    assert (len(dataset.splits["train"]), len(dataset.splits["val"])) == (8, 4)
-
-
-def test_fifos_devices_and_links_out_are_skipped_without_blocking(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    root = tmp_path / "images"
-    write_tree(root, classes=("cat", "dog"), per_class=4)
-    os.mkfifo(root / "cat" / "fifo.jpg")
-    (root / "cat" / "zero.jpg").symlink_to("/dev/zero")
-    (root / "dog" / "dev").symlink_to("/dev", target_is_directory=True)
-    (root / "dog" / "proc").symlink_to("/proc", target_is_directory=True)
-    (root / "proc").symlink_to("/proc/self", target_is_directory=True)
-    with time_limit(20), caplog.at_level(logging.WARNING):
-        dataset = scan_folder(str(root), val_fraction=0.5)
-    assert dataset.class_names == ["cat", "dog"]
-    paths = dataset.splits["train"].paths + dataset.splits["val"].paths
-    assert len(paths) == 8 and all(stat.S_ISREG(os.stat(path).st_mode) for path in paths)
-    assert "fifo.jpg: a FIFO, socket or device" in caplog.text
-    assert "zero.jpg: a link into /dev/zero" in caplog.text
-
-
-def test_a_system_folder_is_not_a_data_root() -> None:
-    with pytest.raises(UserError, match="is a system folder"):
-        scan_folder("/proc", val_fraction=0.5)
 
 
 def test_validation_and_predict_skip_a_one_by_three_million_strip(
