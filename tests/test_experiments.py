@@ -4,12 +4,13 @@ values."""
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cnn_train.models import resolve_variant
-from tests.helpers import compose_config
+from tests.helpers import compose_config, run_cli
 
 SGD = {"optimizer.name": "sgd", "optimizer.momentum": 0.9, "optimizer.nesterov": False}
 # kuangliu/pytorch-cifar, main.py: SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -66,6 +67,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         **SGD,
         "model.name": "resnet34",
         "model.variant": "imagenet",
+        "model.zero_init_residual": False,
         "data.name": "imagenet",
         "data.augment": "imagenet",
         "data.batch_size": 256,
@@ -78,7 +80,52 @@ RECIPES: dict[str, dict[str, Any]] = {
         "scheduler.warmup_epochs": 0.0,
         "trainer.epochs": 90,
     },
-    "resnet34_cifar10": {**KUANGLIU_CIFAR, "model.name": "resnet34"},
+    "resnet34_cifar10": {
+        **KUANGLIU_CIFAR,
+        "model.name": "resnet34",
+        "model.zero_init_residual": False,
+    },
+    # references/classification/README.md, the IMAGENET1K_V2 command line (8 GPUs x batch 128).
+    "resnet34_imagenet_v2": {
+        **SGD,
+        "model.name": "resnet34",
+        "model.variant": "imagenet",
+        "model.zero_init_residual": False,
+        "data.name": "imagenet",
+        "data.augment": "imagenet",
+        "data.batch_size": 128,
+        "data.auto_augment": "trivialaugment",
+        "data.random_erase": 0.1,
+        "data.mixup_alpha": 0.2,
+        "data.cutmix_alpha": 1.0,
+        "data.train_crop_size": 176,
+        "data.val_resize_size": 232,
+        "data.val_crop_size": 224,
+        "data.interpolation": "bilinear",
+        "data.repeated_aug": 4,
+        "optimizer.lr": 0.5,
+        "optimizer.lr_base_batch": 1024,
+        "optimizer.weight_decay": 2e-5,
+        "optimizer.decay_norm_and_bias": False,
+        "scheduler.name": "cosine",
+        "scheduler.warmup_epochs": 5.0,
+        "scheduler.warmup_start_factor": 0.01,
+        "trainer.epochs": 600,
+        "trainer.label_smoothing": 0.1,
+        "trainer.monitor": "val_ema/acc1",
+    },
+    # TrivialAugment's CIFAR setting (AutoAugment's): Nesterov SGD, batch 128, LR 0.1 cosine,
+    # wd 5e-4, 200 epochs, crop + flip, TA (wide), then Cutout (here random erasing).
+    "resnet34_cifar10_ta": {
+        **KUANGLIU_CIFAR,
+        "model.name": "resnet34",
+        "optimizer.nesterov": True,
+        "data.auto_augment": "trivialaugment",
+        "data.random_erase": 1.0,
+        "data.train_crop_size": 32,
+        "data.val_crop_size": 32,
+        "trainer.label_smoothing": 0.0,
+    },
     "vgg16_cifar10": {**KUANGLIU_CIFAR, "model.name": "vgg16", "model.dropout": 0.5},
 }
 SOURCES = {
@@ -87,11 +134,14 @@ SOURCES = {
     "resnet34_imagenet": "He, Zhang, Ren and Sun",
     "resnet34_cifar10": "github.com/kuangliu/pytorch-cifar",
     "vgg16_cifar10": "github.com/kuangliu/pytorch-cifar",
+    "resnet34_imagenet_v2": "How to Train State-Of-The-Art Models Using TorchVision",
+    "resnet34_cifar10_ta": "Müller",
 }
 YEARS = {
     "alexnet2012_imagenet": "NeurIPS 2012",
     "vgg16_imagenet": "ICLR 2015",
     "resnet34_imagenet": "CVPR 2016",
+    "resnet34_cifar10_ta": "ICCV 2021",
 }
 SIDE = {"imagenet": 224, "cifar10": 32}  # the side each dataset's augmentation feeds the model
 
@@ -138,3 +188,24 @@ def test_recipe_is_global_cites_its_source_and_composes_with_any_device(name: st
 def test_a_recipe_value_can_still_be_overridden() -> None:
     cfg = compose_config("train", ["experiment=resnet34_imagenet", "trainer.epochs=2"])
     assert cfg.trainer.epochs == 2 and cfg.optimizer.lr == 0.1
+
+
+@pytest.mark.parametrize("name", ["resnet34_imagenet_v2", "resnet34_cifar10_ta"])
+def test_todays_recipes_train_on_small_data(name: str, tmp_path: Path) -> None:
+    """Every key of the recipe in use at once (policy, erase, mixing, crops, repetition, EMA)."""
+    done = run_cli(
+        "cnn-train",
+        f"experiment={name}",
+        "data=synthetic",
+        "data.native_size=32",
+        "data.train_samples=64",
+        "data.val_samples=16",
+        "data.batch_size=8",
+        "trainer.max_steps=2",
+        "device=cpu",
+        "tracking.graph=false",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "best val top-1" in done.stdout

@@ -23,11 +23,11 @@ AUGMENT = re.compile(r"`(?P<augment>\w+)` augmentation")
 ITEMS: list[tuple[re.Pattern[str], Any]] = [
     (re.compile(r"batch (\d+)"), lambda m: {"data.batch_size": int(m[1])}),
     (
-        re.compile(r"SGD ([\d.]+)"),
+        re.compile(r"SGD ([\d.]+)( Nesterov)?"),
         lambda m: {
             "optimizer.name": "sgd",
             "optimizer.momentum": float(m[1]),
-            "optimizer.nesterov": False,
+            "optimizer.nesterov": m[2] is not None,
         },
     ),
     (
@@ -38,8 +38,12 @@ ITEMS: list[tuple[re.Pattern[str], Any]] = [
         },
     ),
     (
-        re.compile(r"LR ([\d.]+) cosine"),
-        lambda m: {"optimizer.lr": float(m[1]), "scheduler.name": "cosine"},
+        re.compile(r"LR ([\d.]+)( for batch (\d+))? cosine"),
+        lambda m: {
+            "optimizer.lr": float(m[1]),
+            "optimizer.lr_base_batch": int(m[3]) if m[3] else None,
+            "scheduler.name": "cosine",
+        },
     ),
     (
         re.compile(r"LR ([\d.]+) /10 on plateau"),
@@ -60,6 +64,22 @@ ITEMS: list[tuple[re.Pattern[str], Any]] = [
     ),
     (re.compile(r"([\d.]+) warmup epochs"), lambda m: {"scheduler.warmup_epochs": float(m[1])}),
     (re.compile(r"dropout ([\d.]+)"), lambda m: {"model.dropout": float(m[1])}),
+    (re.compile(r"zero-init residuals"), lambda m: {"model.zero_init_residual": True}),
+    (re.compile(r"TrivialAugment"), lambda m: {"data.auto_augment": "trivialaugment"}),
+    (re.compile(r"random erase ([\d.]+)"), lambda m: {"data.random_erase": float(m[1])}),
+    (re.compile(r"MixUp ([\d.]+)"), lambda m: {"data.mixup_alpha": float(m[1])}),
+    (re.compile(r"CutMix ([\d.]+)"), lambda m: {"data.cutmix_alpha": float(m[1])}),
+    (re.compile(r"label smoothing ([\d.]+)"), lambda m: {"trainer.label_smoothing": float(m[1])}),
+    (re.compile(r"EMA ([\d.]+)"), lambda m: {"trainer.ema_decay": float(m[1])}),
+    (
+        re.compile(r"crops (\d+)/(\d+)/(\d+)"),
+        lambda m: {
+            "data.train_crop_size": int(m[1]),
+            "data.val_resize_size": int(m[2]),
+            "data.val_crop_size": int(m[3]),
+        },
+    ),
+    (re.compile(r"repeated aug (\d+)"), lambda m: {"data.repeated_aug": int(m[1])}),
     (re.compile(r"(\d+) epochs"), lambda m: {"trainer.epochs": int(m[1])}),
 ]
 STATED_IN_EVERY_ROW = (
@@ -95,6 +115,10 @@ def stated_values(model_data: str, recipe: str) -> dict[str, Any]:
         "data.name": parts[1]["data"],
         "data.augment": parts[2]["augment"],
         "scheduler.warmup_epochs": 0.0,  # unless the row names a warmup
+        # ResNet recipes say when they zero-initialise residual blocks; none of the others has any
+        **({"model.zero_init_residual": False} if parts[0]["model"] == "resnet34" else {}),
+        "data.auto_augment": "none",  # unless the row names a policy
+        "data.random_erase": 0.0,
     }
     for item in recipe.split(", "):
         readings = [(pattern.fullmatch(item), read) for pattern, read in ITEMS]
