@@ -104,3 +104,23 @@ def test_cnn_eval_without_a_usable_checkpoint_exits_1(
     result = run_cli("cnn-eval", *args, cwd=tmp_path)
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_cut_short_by_its_reader_ends_quietly(tmp_path: Path) -> None:
+    """`cnn-train --help | head -1`: the reader closes the pipe (here before anything is
+    written, so the write always finds it closed); no traceback follows."""
+    import subprocess
+
+    from tests.helpers import console_script
+
+    process = subprocess.Popen(
+        [console_script("cnn-train"), "--help"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    process.wait(timeout=60)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr

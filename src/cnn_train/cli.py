@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -235,12 +236,29 @@ def _start(config_name: str) -> bool:
     return True
 
 
+def _reader_may_leave(entry: Callable[[], None]) -> Callable[[], None]:
+    """A console script whose output may be cut short (`cnn-train --help | head`): when the
+    reader leaves, stop quietly instead of printing a traceback about the closed pipe."""
+
+    @functools.wraps(entry)
+    def run() -> None:
+        try:
+            entry()
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+
+    return run
+
+
+@_reader_may_leave
 def train() -> None:
     """`cnn-train`: train a model as the composed config says."""
     if _start("train"):
         _interruptible(_train)
 
 
+@_reader_may_leave
 def lr_find() -> None:
     """`cnn-lr-find [cnn-train overrides] [start_lr=... end_lr=... steps=...]`: an LR range test
     whose last line is the override to use, `optimizer.lr=<value>`."""
@@ -248,6 +266,7 @@ def lr_find() -> None:
         _interruptible(_lr_find)
 
 
+@_reader_may_leave
 def evaluate() -> None:
     """`cnn-eval checkpoint=PATH`: re-evaluate a checkpoint."""
     if _start("eval"):
@@ -317,6 +336,7 @@ def _export(cfg: DictConfig) -> str:
     )
 
 
+@_reader_may_leave
 def summary() -> None:
     """`cnn-summary [cnn-train overrides]`: print the model's layer table."""
     _run_tool(
@@ -326,6 +346,7 @@ def summary() -> None:
     )
 
 
+@_reader_may_leave
 def predict() -> None:
     """`cnn-predict checkpoint=PATH images=[a.jpg,b.png]`: top-k classes per image."""
     _run_tool(
@@ -335,6 +356,7 @@ def predict() -> None:
     )
 
 
+@_reader_may_leave
 def export() -> None:
     """`cnn-export checkpoint=PATH format=onnx|torchscript|safetensors`: an inference artefact."""
     _run_tool(
