@@ -152,6 +152,8 @@ def _one_line_override_errors(config_name: str) -> None:
     except ConfigCompositionException as error:
         cause = first_line(error.__cause__) if error.__cause__ else ""
         message = first_line(error).rstrip(".")
+        if "not in '" in cause:  # a key this choice of its group does not have
+            cause += " (`--cfg job` with the same choices lists the keys there are)"
         print(f"error: {message}" + (f": {cause}" if cause else ""), file=sys.stderr)
         sys.exit(1)
 

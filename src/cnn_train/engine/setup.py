@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -51,6 +52,25 @@ def set_determinism(cfg: DictConfig, built: ModelAndData, device: torch.device) 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
+
+
+def scale_lr_to_batch(cfg: DictConfig, world_size: int) -> DictConfig:
+    """`optimizer.lr_base_batch` applied: a copy of `cfg` whose `optimizer.lr` is scaled
+    linearly from that batch to this run's global batch (processes x `data.batch_size` x
+    `trainer.accumulate_steps`), and `lr_base_batch` null, so that the checkpoint records the
+    LR the run used and a resume or an evaluation never scales it twice; else `cfg` itself."""
+    base_batch = cfg.optimizer.lr_base_batch
+    if base_batch is None:
+        return cfg
+    global_batch = world_size * cfg.data.batch_size * cfg.trainer.accumulate_steps
+    scaled = copy.deepcopy(cfg)
+    scaled.optimizer.lr = cfg.optimizer.lr * global_batch / base_batch
+    scaled.optimizer.lr_base_batch = None
+    log.info(
+        f"optimizer.lr {cfg.optimizer.lr:g} for batch {base_batch} -> {scaled.optimizer.lr:g} "
+        f"for this run's global batch {global_batch}"
+    )
+    return scaled
 
 
 def resolved_config(
@@ -159,6 +179,7 @@ def class_weights(setting: Any, built: ModelAndData) -> tuple[float, ...] | None
 def build_parts(cfg: DictConfig, run_dir: Path, ctx: DistContext) -> RunParts:
     """Build every part of a run for this process (rank `ctx.rank` of a data-parallel job)."""
     check_train_config(cfg)
+    cfg = scale_lr_to_batch(cfg, ctx.world_size)
     seed_everything(cfg.seed + ctx.rank)
     built, model, channels_last = _prepare_model(cfg, ctx)
     input_device = getattr(model, "input_device", ctx.device)

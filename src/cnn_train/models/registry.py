@@ -9,9 +9,10 @@ Add a model from your own code with one decorated function (and a YAML file unde
     def mynet(num_classes: int, variant: str) -> nn.Module: ...
 
 The builder is called with `num_classes`, `variant` and the model config's other keys (those
-its schema adds to ModelConfig, e.g. `dropout`). The decorator's other keywords state the rest
-of `ModelSpec` (channels_last on the CPU, torchvision weights, the head, a two-device split);
-their defaults suit a plain classifier. Engine, devices and precision ask the spec, never a name.
+its schema adds to ModelConfig, e.g. `dropout`; FROM_SCRATCH_OPTIONS arrive resolved). The
+decorator's other keywords state the rest of `ModelSpec` (channels_last on the CPU, torchvision
+weights, the head, a two-device split); their defaults suit a plain classifier. Engine, devices
+and precision ask the spec, never a name.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ SMALL_INPUT_MAX_SIZE = 32
 SIZE_ROUNDING = 8
 # ModelConfig's own keys (cnn_train.schema, which imports Hydra); every other key is the builder's.
 BASE_MODEL_KEYS = frozenset({"name", "num_classes", "variant", "weights", "freeze_features"})
+# Builder options about the initialisation that a null leaves to the run: on for a network
+# trained from scratch, off when `model.weights` replaces the initialisation it would shape.
+FROM_SCRATCH_OPTIONS = frozenset({"zero_init_residual"})
 # The `device=` option that places a split-capable model over two devices (configs/device/).
 SPLIT_DEVICE_NAME = "alexnet_split"
 SPLIT_DEVICE = f"device={SPLIT_DEVICE_NAME}"
@@ -183,9 +187,14 @@ def build_from_config(
 ) -> nn.Module:
     """Build the model a model config names (a resolved one, as saved in checkpoints, by default).
 
-    The keys its schema adds to ModelConfig (e.g. `dropout`) go to the builder.
+    The keys its schema adds to ModelConfig (e.g. `dropout`) go to the builder; those of
+    FROM_SCRATCH_OPTIONS left null are on unless `weights` names a network to start from.
     """
     options = {key: value for key, value in model_cfg.items() if key not in BASE_MODEL_KEYS}
+    from_scratch = not model_cfg.get("weights")
+    for key in FROM_SCRATCH_OPTIONS & options.keys():
+        if options[key] is None:
+            options[key] = from_scratch
     return build_model(
         model_cfg["name"],
         num_classes or model_cfg["num_classes"],
