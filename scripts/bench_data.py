@@ -8,6 +8,10 @@
 3. With --cifar-root: the data pipeline's share of a `cifar10_folder` training step on real files,
    and 4. the time, memory and rate of decoding them once on every core (as a folder that fits
    `data.decode_budget_mb` is before training).
+5. --policies: what each `data.auto_augment` policy (and `data.random_erase`) adds per batch of
+   CIFAR-shaped data, on the in-memory path and per image on the worker path, against the
+   ResNet-34 (small) training step on --device (the in-memory policy cost is each sample
+   augmented alone on the device; the worker path's is one process building a whole batch).
 
 Parts 1-3 run on one thread (images per second per core). Prints one JSON object at the end.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -32,8 +37,11 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from cnn_train.data.decode import decode_files, read_rgb
 from cnn_train.data.folder import scan_folder
+from cnn_train.data.loaders import stream_samples
 from cnn_train.data.memory import InMemoryLoader, LabelledImages
-from cnn_train.data.stream import ImageSamples, StreamLoader
+from cnn_train.data.policies import Augmentation, PolicySettings
+from cnn_train.data.preprocessing import EvalPreprocessing
+from cnn_train.data.stream import ImageSamples, StreamLoader, collate
 from cnn_train.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalize, image_transform
 from cnn_train.models import build_model
 
@@ -136,7 +144,6 @@ def bench_folder(count: int, repeats: int) -> dict[str, float]:
         ours = ImageSamples(
             type(files["train"])(paths, torch.zeros(len(paths), dtype=torch.int64)),
             image_transform("imagenet", 224, train=True),
-            seed=0,
         )
         baseline = datasets.ImageFolder(
             str(root),
@@ -182,7 +189,7 @@ def bench_cifar_folder(root: str, batch_size: int, steps: int, workers: int) -> 
     dataset = scan_folder(root, 0.1)
     transform = image_transform("cifar", 32, train=True)
     loader = StreamLoader(
-        ImageSamples(dataset.splits["train"], transform, seed=0),
+        ImageSamples(dataset.splits["train"], transform),
         batch_size=batch_size,
         device=torch.device("cpu"),
         train=True,
@@ -231,6 +238,102 @@ def bench_decode_once(root: str, count: int) -> dict[str, float]:
     }
 
 
+POLICY_MEAN, POLICY_STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+POLICIES = {
+    "none": PolicySettings(),
+    "trivialaugment": PolicySettings("trivialaugment"),
+    "randaugment": PolicySettings("randaugment"),
+    "autoaugment_imagenet": PolicySettings("autoaugment_imagenet"),
+    "autoaugment_cifar10": PolicySettings("autoaugment_cifar10"),
+    "augmix": PolicySettings("augmix"),
+    "random_erase=0.25": PolicySettings(random_erase=0.25),
+    "trivialaugment+erase": PolicySettings("trivialaugment", random_erase=0.25),
+}
+
+
+def _best_ms(work: Callable[[], object], repeats: int, device: torch.device) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return min(times) * 1e3  # the fastest: the least disturbed by other load on the machine
+
+
+def step_ms(device: torch.device, batch_size: int, repeats: int) -> float:
+    """One SGD step of ResNet-34 (small) on a ready batch [B, 3, 32, 32]."""
+    model = build_model("resnet34", 10, "small").to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    images = torch.randn(batch_size, 3, 32, 32, device=device)
+    labels = torch.randint(0, 10, (batch_size,), device=device)
+
+    def step() -> None:
+        loss = nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up
+    return _best_ms(step, repeats, device)
+
+
+def policy_costs(
+    settings: PolicySettings, data: LabelledImages, device: torch.device, batch_size: int
+) -> tuple[float, float]:
+    """(in-memory ms per batch, worker-path ms per batch) with the `cifar` preset and `settings`."""
+    loader = InMemoryLoader(
+        data, image_size=32, batch_size=batch_size, mean=POLICY_MEAN, std=POLICY_STD, device=device,
+        shuffle=True, drop_last=True, augment="cifar", policies=settings,
+    )  # fmt: skip
+    batches = iter(loader)
+    next(batches)  # warm-up
+    in_memory = _best_ms(lambda: next(batches), 8, device)
+    evaluation = EvalPreprocessing(32, POLICY_MEAN, POLICY_STD)
+    augmentation = Augmentation(policies=settings)
+    samples = stream_samples(data, "cifar", 32, augmentation, evaluation, train=True)
+    normalize = evaluation.normalizer(torch.device("cpu"))
+
+    def stream_batch() -> None:
+        images, _, _, _ = collate([samples[(index, index)] for index in range(batch_size)])
+        normalize(images)
+
+    return in_memory, _best_ms(stream_batch, 5, torch.device("cpu"))
+
+
+def cpu_name() -> str:
+    """The CPU's model name as Linux reports it, else the platform's machine type."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.machine()
+
+
+def print_policy_table(device: torch.device, batch_size: int = 128) -> None:
+    """Part 5: each policy's cost per batch against the training step, as a Markdown table."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2048, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    data = LabelledImages(images, torch.randint(0, 10, (2048,), generator=generator))
+    step = step_ms(device, batch_size, repeats=3 if device.type == "cpu" else 20)
+    base_memory, base_stream = policy_costs(POLICIES["none"], data, device, batch_size)
+    print(f"CPU: {cpu_name()}, torch threads "
+          f"{torch.get_num_threads()}, device {device}, avx512_bf16 "
+          f"{torch.cpu.get_capabilities().get('avx512_bf16')}")  # fmt: skip
+    print(f"training step (ResNet-34 small, batch {batch_size}, 32 px): {step:.1f} ms")
+    print(f"preset `cifar` alone: in-memory {base_memory:.2f} ms, worker path {base_stream:.1f} ms")
+    print(
+        "| policy | in-memory ms/batch (beyond preset) | worker path ms/batch | step ms | ratio |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, settings in POLICIES.items():
+        if name == "none":
+            continue
+        memory, stream = policy_costs(settings, data, device, batch_size)
+        extra = memory - base_memory
+        print(f"| {name} | {extra:.1f} | {stream:.1f} | {step:.0f} | {extra / step:.1%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
@@ -242,7 +345,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers for part 3")
     parser.add_argument("--decode-count", type=int, default=50_000, help="JPEGs for part 4")
     parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "folder"])
+    parser.add_argument("--policies", action="store_true", help="part 5 alone, as a table")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    if args.policies:
+        print_policy_table(torch.device(args.device), batch_size=128)
+        return
     torch.set_num_threads(1)
     result: dict[str, float] = {"torch_threads": 1}
     if "memory" not in args.skip:

@@ -4,7 +4,6 @@ preprocessing rebuilt from a checkpoint's record."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,7 +13,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-import cnn_train.predict as predict_module
 from cnn_train.build import build_model_and_data, split_loader
 from cnn_train.data import InMemoryDataset, LabelledImages, make_loader
 from cnn_train.data.memory import InMemoryLoader
@@ -23,71 +21,16 @@ from cnn_train.data.stream import StreamLoader
 from cnn_train.errors import UserError
 from cnn_train.inference import InferenceModel
 from tests.helpers import compose_config
+from tests.helpers.eval_inputs import (
+    by_file,
+    checkpoint_record,
+    predicted_inputs,
+    random_image,
+    write_folder,
+)
 
 CPU = torch.device("cpu")
-RECORD_KEYS = {"image_size", "resize_short_side", "mean", "std", "channels"}
-
-
-def random_image(mode: str, width: int, height: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(mode)
-
-
-def write_folder(root: Path) -> list[Path]:
-    """train/ and val/ class folders; val/ holds non-square colour and grey PNGs and JPEGs."""
-    for c, name in enumerate(("cat", "dog")):
-        (root / "train" / name).mkdir(parents=True)
-        (root / "val" / name).mkdir(parents=True)
-        for i in range(2):
-            random_image("RGB", 40, 30, 10 * c + i).save(root / "train" / name / f"{i}.png")
-    files = {
-        "val/cat/colour.jpg": random_image("RGB", 50, 37, 1),
-        "val/cat/grey.png": random_image("L", 37, 50, 2),
-        "val/dog/colour.png": random_image("RGB", 50, 37, 3),
-        "val/dog/grey.jpg": random_image("L", 50, 37, 4),
-    }
-    for name, image in files.items():
-        image.save(root / name)
-    return sorted(root / name for name in files)
-
-
-def by_file(loader, paths: list[str]) -> dict[str, torch.Tensor]:
-    """Each file's input tensor, from a loader that yields the split in order."""
-    rows = torch.cat([images for images, _ in loader])
-    assert len(rows) == len(paths)
-    return dict(zip(paths, rows, strict=True))
-
-
-def checkpoint_record(record: dict) -> dict:
-    """The record as a checkpoint gives it back (torch.save, then a weights-only load)."""
-    buffer = io.BytesIO()
-    torch.save({"preprocessing": record}, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)["preprocessing"]
-
-
-class Recorder(nn.Module):
-    """A model that keeps the batches it is given."""
-
-    def __init__(self, classes: int) -> None:
-        super().__init__()
-        self.classes = classes
-        self.inputs: list[torch.Tensor] = []
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        self.inputs.append(batch.clone())
-        return torch.zeros(len(batch), self.classes)
-
-
-def predicted_inputs(
-    loaded: InferenceModel, paths: list[str], monkeypatch: pytest.MonkeyPatch
-) -> dict[str, torch.Tensor]:
-    """The input tensor `cnn-predict` gives the model for each file."""
-    recorder = Recorder(len(loaded.class_names))
-    loaded.model = recorder
-    monkeypatch.setattr(predict_module, "load_inference", lambda checkpoint, *args: loaded)
-    predict_module.predict("best.pt", paths, topk=1)
-    return {path: batch[0] for path, batch in zip(paths, recorder.inputs, strict=True)}
+RECORD_KEYS = {"image_size", "resize_short_side", "mean", "std", "channels", "interpolation"}
 
 
 @pytest.mark.parametrize("augment", ["none", "cifar", "imagenet"])
@@ -166,6 +109,7 @@ def test_the_record_round_trips_and_names_what_it_cannot_read() -> None:
         "mean": [0.5, 0.4, 0.3],
         "std": [0.2, 0.2, 0.2],
         "channels": 3,
+        "interpolation": "bilinear",
     }
     assert EvalPreprocessing.from_record(record) == preprocessing
     assert eval_preprocessing(dataset, 32, "cifar").resize_short_side is None

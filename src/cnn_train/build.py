@@ -9,8 +9,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 from cnn_train.data.loaders import Dataset, Loader, load_dataset, make_loader
+from cnn_train.data.policies import Augmentation
 from cnn_train.errors import UserError
-from cnn_train.models import resolve_variant, working_image_size
+from cnn_train.models import get_spec, resolve_variant, working_image_size
 from cnn_train.models.registry import build_from_config as model_from_config
 
 
@@ -50,8 +51,19 @@ def build_model_and_data(model_cfg: DictConfig, data_cfg: DictConfig) -> ModelAn
     dataset = load_dataset(data_cfg)
     num_classes = check_class_count(model_cfg.num_classes, len(dataset.class_names))
     variant, size = model_shape(model_cfg, data_cfg, dataset.native_size)
+    check_train_crop(model_cfg.name, variant, data_cfg.get("train_crop_size"))
     model = model_from_config(model_cfg, num_classes, variant)
     return ModelAndData(dataset, model, variant, size, num_classes, data_cfg)
+
+
+def check_train_crop(name: str, variant: str, crop: int | None) -> None:
+    """`data.train_crop_size` must keep the model's smallest input, as the evaluation crop must."""
+    smallest = get_spec(name).min_size[variant]
+    if crop is not None and crop < smallest:
+        raise UserError(
+            f"{name} ({variant} variant) needs images of at least {smallest} px, got "
+            f"data.train_crop_size={crop}; use data.train_crop_size={smallest} or larger"
+        )
 
 
 def model_for_summary(
@@ -71,9 +83,11 @@ def model_for_summary(
 
 
 def model_shape(model_cfg: DictConfig, data_cfg: DictConfig, native_size: int) -> tuple[str, int]:
-    """The variant and the image side that a model config takes for images of `native_size`."""
-    variant = resolve_variant(model_cfg.name, model_cfg.variant, data_cfg.image_size or native_size)
-    return variant, working_image_size(model_cfg.name, variant, native_size, data_cfg.image_size)
+    """The variant and the image side that a model config takes for images of `native_size`:
+    the evaluation crop (`data.val_crop_size`, else `data.image_size`) is the model's input."""
+    requested = data_cfg.get("val_crop_size") or data_cfg.image_size
+    variant = resolve_variant(model_cfg.name, model_cfg.variant, requested or native_size)
+    return variant, working_image_size(model_cfg.name, variant, native_size, requested)
 
 
 def split_loader(
@@ -107,4 +121,5 @@ def split_loader(
         rank=rank,
         world_size=world_size,
         sampler=cfg.sampler,
+        augmentation=Augmentation.from_config(cfg),
     )

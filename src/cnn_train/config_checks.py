@@ -211,7 +211,10 @@ def check_train_config(cfg: DictConfig) -> None:
     _reject_targets(cfg)
     _finite_numbers(cfg, "")
     check_fields(cfg, schema_of(cfg) or TrainConfig)
+    from cnn_train.data.rules import check_data_rules
+
     check_names(cfg)
+    check_data_rules(cfg.data)  # keys of the data group that bind each other
     check_trainer_rules(cfg.trainer)
     check_seed(cfg.seed, cfg.device)
     check_batch_norm_batch(cfg)
@@ -258,10 +261,13 @@ def check_export_config(cfg: DictConfig) -> None:
 
 def check_data_config(data: DictConfig) -> None:
     """A data config on its own (a checkpoint's, with cnn-eval's `data.*` overrides on top)."""
+    from cnn_train.data.rules import check_data_rules
+
     _finite_numbers(data, "data")
     schema = schema_of(data, "data")
     if schema is not None:
         check_fields(data, schema, "data", strict=False)
+    check_data_rules(data)
 
 
 # --- Rules between keys, and names the registries hold ----------------------------------------
@@ -335,10 +341,11 @@ def process_count_of(device: DictConfig) -> int:
     """How many processes (ranks) a run of this device option has."""
     if "num_procs" not in device:  # not data parallel
         return 1
-    from cnn_train.distributed import process_count
+    from cnn_train.distributed import launched_by_torchrun, process_count
 
-    world = os.environ.get("WORLD_SIZE", "")  # a torchrun or SLURM job
-    return int(world) if world.isdigit() else process_count(device)
+    if launched_by_torchrun():  # a torchrun or SLURM job
+        return int(os.environ["WORLD_SIZE"])
+    return process_count(device)
 
 
 def check_seed(seed: int, device: DictConfig) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 # What a run leaves in its folder once it has started (train.log is appended by every start,
 # refused ones included, so it does not count).
@@ -35,12 +35,21 @@ def starts_a_new_run(config: DictConfig) -> bool:
     return not config.get("resume") and not restarted_by_launcher() and launcher_rank() == 0
 
 
+def pinned_folder(config: DictConfig, key: str) -> Path | None:
+    """The folder `key` names; None when it cannot be resolved (a folder that cannot be created,
+    say), which Hydra then reports itself in one line as it makes the folder."""
+    try:
+        return Path(OmegaConf.select(config, key, throw_on_missing=True))
+    except Exception:  # any failure here is Hydra's to report, once
+        return None
+
+
 class RunFolderGuard(Callback):
     """Refuses a start whose run folder (or pinned sweep folder) holds runs already."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        run_dir = Path(config.hydra.run.dir)
-        found = run_marker(run_dir)
+        run_dir = pinned_folder(config, "hydra.run.dir")
+        found = run_marker(run_dir) if run_dir else None
         if found and starts_a_new_run(config):
             refuse(
                 f"{run_dir} already holds a run ({found}); continue it with resume=auto, or "
@@ -48,8 +57,8 @@ class RunFolderGuard(Callback):
             )
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []
+        sweep_dir = pinned_folder(config, "hydra.sweep.dir")
+        jobs = sorted(sweep_dir.iterdir()) if sweep_dir and sweep_dir.is_dir() else []
         found = next(
             (job / run_marker(job) for job in jobs if job.is_dir() and run_marker(job)), None
         )

@@ -146,7 +146,12 @@ class RunTracker:
         image_grid: bool,
         graph: bool,
     ) -> None:
-        """Once at the start: a grid of (augmented) training images and the model graph."""
+        """Once at the start: a grid of training images and the model graph.
+
+        `images` is the loader's first training batch, so the grid shows what the model trains
+        on: the preset, `data.auto_augment` and `data.random_erase` (an erased box shows the
+        mean colour) applied, with the normalization undone.
+        """
         from torchvision.utils import make_grid
 
         if image_grid:

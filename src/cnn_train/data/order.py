@@ -8,7 +8,14 @@ import torch
 from cnn_train.errors import UserError
 
 SEED_STRIDE = 100_003
+SAMPLE_SALT = 7  # keeps per-sample seeds apart from the per-batch ones of the same numbers
 SPLIT_SEED = 0  # the one seed of every held-out validation split: the same split in every run
+
+
+def sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
+    """The RNG seed of one training sample's augmentation: its position in the rank's pass,
+    not its dataset index, so repeated copies of one image are augmented differently."""
+    return mixed_seed(seed, epoch, rank, position, SAMPLE_SALT)
 
 
 def mixed_seed(seed: int, epoch: int, *extra: int) -> int:
@@ -34,12 +41,16 @@ def pass_indices(
     rank: int = 0,
     world_size: int = 1,
     balanced_by: torch.Tensor | None = None,
+    repeats: int = 1,
 ) -> torch.Tensor:
     """The indices rank `rank` reads in one pass.
 
     Training: the (seed, epoch) permutation, every `world_size`-th index from `rank`, trimmed so
     every rank gets the same number of full batches; with `balanced_by` (the samples' labels,
     `data.sampler=balanced`) the pass draws with replacement, each class equally likely.
+    `repeats` N > 1 (`data.repeated_aug`, torchvision's RASampler): the first ceil(count / N)
+    picks, each N times in a row, so the pass keeps its length and the N copies of an image go
+    to N consecutive ranks (each a different augmentation: it depends on the position).
     Evaluation: `rank::world_size` in order, so the
     ranks together read every sample exactly once.
     """
@@ -52,6 +63,8 @@ def pass_indices(
         order = torch.multinomial(weights, count, replacement=True, generator=generator)
     else:
         order = torch.randperm(count, generator=epoch_generator(seed, epoch))
+    if repeats > 1:
+        order = order[: -(-count // repeats)].repeat_interleave(repeats)[:count]
     per_rank = (count // world_size) // batch_size * batch_size
     return order[rank::world_size][:per_rank]
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torchvision.transforms.v2 import functional as tvf
 
+from cnn_train.data.policies import INTERPOLATIONS, interpolation_mode
 from cnn_train.data.transforms import Normalize
 from cnn_train.errors import UserError
 from cnn_train.schema import MAX_IMAGE_SIZE
@@ -33,6 +34,7 @@ class EvalPreprocessing:
     std: tuple[float, ...]
     channels: int = 3  # of the dataset's images: 1 for grey in-memory sets (repeated to 3)
     resize_short_side: int | None = None  # resize the short side, then centre-crop; else squash
+    interpolation: str = "bilinear"  # of every resize: bilinear or bicubic
 
     def __post_init__(self) -> None:
         # Records hold lists; a frozen value holds tuples, so equal settings compare equal.
@@ -63,6 +65,11 @@ class EvalPreprocessing:
             f"{list(self.mean)}, {list(self.std)}",
         )
         _require(all(value > 0 for value in self.std), "std > 0", list(self.std))
+        _require(
+            self.interpolation in INTERPOLATIONS,
+            f"interpolation one of {', '.join(INTERPOLATIONS)}",
+            self.interpolation,
+        )
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> EvalPreprocessing:
@@ -97,14 +104,19 @@ class EvalPreprocessing:
         return (3, self.image_size, self.image_size)
 
     def resize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [.., C, H, W] -> uint8 [.., C, S, S] (antialiased bilinear, as the loaders do).
+        """uint8 [.., C, H, W] -> uint8 [.., C, S, S] (antialiased, in the record's
+        interpolation, as the loaders do).
 
         Each image comes out the same alone or in a batch, with 1 channel or repeated to 3.
         """
         side = [self.image_size, self.image_size]
         if self.resize_short_side is None:
-            return tvf.resize(images, side, antialias=True)
-        return tvf.center_crop(tvf.resize(images, [self.resize_short_side], antialias=True), side)
+            return self._resized(images, side)
+        return tvf.center_crop(self._resized(images, [self.resize_short_side]), side)
+
+    def _resized(self, images: torch.Tensor, size: list[int]) -> torch.Tensor:
+        mode = interpolation_mode(self.interpolation)
+        return tvf.resize(images, size, interpolation=mode, antialias=True)
 
     def views(self, image: torch.Tensor, tta: str) -> torch.Tensor:
         """The test-time views of one uint8 image [C, H, W] as uint8 [V, C, S, S].
@@ -119,7 +131,7 @@ class EvalPreprocessing:
         if tta == "ten_crop":
             side = self.resize_short_side or round(self.image_size * 256 / 224)
             size = [side] if self.resize_short_side else [side, side]
-            resized = tvf.resize(image, size, antialias=True)
+            resized = self._resized(image, size)
             return torch.stack(tvf.ten_crop(resized, [self.image_size, self.image_size]))
         view = self.resize(image)
         return torch.stack([view, view.flip(-1)]) if tta == "flip" else view.unsqueeze(0)
@@ -173,17 +185,40 @@ def dataset_channels(dataset: Any) -> int:
     return int(images.shape[1]) if isinstance(images, torch.Tensor) else 3
 
 
-def eval_preprocessing(dataset: Any, image_size: int, augment: str = "none") -> EvalPreprocessing:
-    """The evaluation input of a dataset trained at `image_size` with the `augment` preset.
+def eval_preprocessing(
+    dataset: Any,
+    image_size: int,
+    augment: str = "none",
+    *,
+    resize_size: int | None = None,
+    interpolation: str = "bilinear",
+) -> EvalPreprocessing:
+    """The evaluation input of a dataset whose model takes `image_size` (the centre crop), for
+    the `augment` preset; `resize_size` (`data.val_resize_size`) is the short side resized to.
 
-    The ImageNet-style presets evaluate on a centre crop of an image whose short side was
+    Unset, the ImageNet-style presets evaluate on a centre crop of an image whose short side was
     resized to 256/224 of the crop (256 for 224); the others resize the whole image.
     """
-    short_side = round(image_size * 256 / 224) if augment in CENTRE_CROP_PRESETS else None
+    short_side = resize_size
+    if short_side is None and augment in CENTRE_CROP_PRESETS:
+        short_side = round(image_size * 256 / 224)
     return EvalPreprocessing(
         image_size=image_size,
         mean=tuple(dataset.mean),
         std=tuple(dataset.std),
         channels=dataset_channels(dataset),
         resize_short_side=short_side,
+        interpolation=interpolation,
+    )
+
+
+def data_eval_preprocessing(dataset: Any, image_size: int, data: Any) -> EvalPreprocessing:
+    """`eval_preprocessing` with the settings of a `data` config (`data.augment`,
+    `data.val_resize_size`, `data.interpolation`; absent keys: the defaults)."""
+    return eval_preprocessing(
+        dataset,
+        image_size,
+        data.get("augment", "none"),
+        resize_size=data.get("val_resize_size"),
+        interpolation=data.get("interpolation", "bilinear"),
     )

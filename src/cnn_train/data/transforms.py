@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
+from cnn_train.data.policies import interpolation_mode
 from cnn_train.errors import UserError
 
 PRESETS = ("none", "cifar", "imagenet", "alexnet2012")
@@ -74,32 +75,39 @@ class Normalize:
 
 
 def image_transform(
-    preset: str, size: int, *, train: bool = True
+    preset: str,
+    size: int,
+    *,
+    train: bool = True,
+    interpolation: str = "bilinear",
+    rrc_scale: Sequence[float] = (0.08, 1.0),
+    policy: v2.Transform | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The per-image training pipeline of `preset` at output side `size` (normalize batches
-    afterwards). Evaluation has one pipeline for every preset and path: `EvalPreprocessing`."""
+    afterwards), resampling with `interpolation`; `policy` (`data.auto_augment`) comes after the
+    crop and flip. Evaluation has one pipeline for every preset and path: `EvalPreprocessing`."""
     check_preset(preset)
     if not train:
         raise ValueError("evaluation images go through data.preprocessing.EvalPreprocessing")
+    mode = interpolation_mode(interpolation)
     resize = round(size * 256 / 224)  # ImageNet's 256 -> 224, scaled to other sizes
+    square = v2.Resize((size, size), interpolation=mode, antialias=True)
+    flip = v2.RandomHorizontalFlip()
     if preset == "none":
-        steps = [v2.Resize((size, size), antialias=True)]
-    elif preset == "cifar":
-        steps = [
-            v2.Resize((size, size), antialias=True),
-            v2.RandomCrop(size, padding=size // 8),
-            v2.RandomHorizontalFlip(),
-        ]
+        return v2.Compose([square])
+    if preset == "cifar":
+        steps = [square, v2.RandomCrop(size, padding=size // 8), flip]
     elif preset == "imagenet":
-        steps = [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
+        crop = v2.RandomResizedCrop(
+            size, scale=tuple(rrc_scale), interpolation=mode, antialias=True
+        )
+        steps = [crop, flip]
     else:  # alexnet2012
-        steps = [
-            v2.Resize(resize, antialias=True),
-            v2.RandomCrop(size),
-            v2.RandomHorizontalFlip(),
-            v2.ToDtype(torch.float32, scale=True),
-            Lighting(),
-        ]
+        steps = [v2.Resize(resize, interpolation=mode, antialias=True), v2.RandomCrop(size), flip]
+    if policy is not None:
+        steps.append(policy)
+    if preset == "alexnet2012":
+        steps += [v2.ToDtype(torch.float32, scale=True), Lighting()]
     return v2.Compose(steps)
 
 

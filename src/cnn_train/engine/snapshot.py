@@ -13,7 +13,7 @@ from cnn_train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from cnn_train.data.preprocessing import eval_preprocessing
+from cnn_train.data.preprocessing import data_eval_preprocessing
 from cnn_train.distributed import all_gather_objects
 from cnn_train.engine.resume import check_resumable
 from cnn_train.engine.state import Progress, RunParts
@@ -31,8 +31,8 @@ def save_run(parts: RunParts, progress: Progress) -> Path | None:
     about = {
         "config": parts.config,
         "class_names": list(built.dataset.class_names),
-        "preprocessing": eval_preprocessing(
-            built.dataset, built.image_size, parts.cfg.data.augment
+        "preprocessing": data_eval_preprocessing(
+            built.dataset, built.image_size, parts.cfg.data
         ).to_record(),
     }
     state = checkpoint_contents(

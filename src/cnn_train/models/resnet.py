@@ -10,6 +10,7 @@ from cnn_train.models.registry import register_model
 
 STAGE_BLOCKS = (3, 4, 6, 3)
 STAGE_WIDTHS = (64, 128, 256, 512)
+BLOCK_COUNT = sum(STAGE_BLOCKS)
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -104,7 +105,8 @@ class ResNet34(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         widths = (64, *STAGE_WIDTHS)
-        rates = torch.linspace(0, drop_path_rate, sum(STAGE_BLOCKS), dtype=torch.float64).tolist()
+        # in Python, not torch.linspace: the model may be built under a meta-device context
+        rates = [drop_path_rate * i / (BLOCK_COUNT - 1) for i in range(BLOCK_COUNT)]
         for index, blocks in enumerate(STAGE_BLOCKS):
             stride = 1 if index == 0 else 2
             stage_rates, rates = rates[:blocks], rates[blocks:]
