@@ -1,4 +1,5 @@
-"""The hot path: one training epoch, and when it must stop (a signal or a non-finite loss).
+"""The hot path: one training epoch, and when it must stop (a signal, a non-finite loss, a
+checkpoint due mid-epoch, or the run's last step).
 
 `train_one_epoch` trains and reports why it stopped; it neither saves nor raises. `fit` in
 `engine/trainer.py` decides what each reason means.
@@ -37,6 +38,7 @@ class Reason(enum.Enum):
     NONFINITE = "a non-finite loss"  # end the run without saving
     SIGNAL = "a stop signal"  # save, then end the run
     SAVE_DUE = "a mid-epoch checkpoint is due"  # save, then call the loop again
+    BUDGET = "the run's steps are all taken"  # save, validate the cut epoch, end the run
 
 
 @dataclass(frozen=True)
@@ -203,9 +205,11 @@ def train_one_epoch(
     guard: StepGuard,
     report: StepReport | None = None,
 ) -> Stop | None:
-    """Train the epoch's remaining batches; return why it stopped early, or None at its end
-    (or once the run's step budget is spent). `report(step, loss, lr)` after every step."""
+    """Train the epoch's remaining batches; return why it stopped early, or None at its end.
+    `report(step, loss, lr)` after every step."""
     trainer = parts.cfg.trainer
+    if spent := budget_spent(parts, progress):  # resumed with a budget it already used up
+        return spent
     for images, targets in epoch.batches:
         lr = current_lr(parts.optimizer)  # the LR this step uses: the schedule moves after it
         logits, loss, stepped = parts.stepper.train_batch(images, targets)
@@ -224,10 +228,18 @@ def train_one_epoch(
             running = progress.sums.read()
             epoch.bar.set_postfix(loss=f"{running['loss']:.4f}", acc1=f"{running['acc1']:.3f}")
         if progress.step >= parts.total_steps:
-            return None
+            return budget_spent(parts, progress)
         every = trainer.checkpoint_every_steps
         if every and progress.step % every == 0 and progress.batch_in_epoch < parts.steps_per_epoch:
             return Stop(Reason.SAVE_DUE, progress.step)
+    return None
+
+
+def budget_spent(parts: RunParts, progress: Progress) -> Stop | None:
+    """A stop when the run's optimizer steps are all taken before the epoch's last batch; None
+    at the epoch's end, which is then an epoch like any other."""
+    if progress.step >= parts.total_steps and progress.batch_in_epoch < parts.steps_per_epoch:
+        return Stop(Reason.BUDGET, progress.step)
     return None
 
 

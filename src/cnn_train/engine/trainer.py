@@ -13,7 +13,14 @@ from omegaconf import DictConfig
 from cnn_train.checkpoint import remove_stale_temporaries
 from cnn_train.distributed import DistContext, launch
 from cnn_train.engine.evaluation import eval_pass
-from cnn_train.engine.loop import Reason, StepGuard, StopSignal, epoch_pass, train_one_epoch
+from cnn_train.engine.loop import (
+    EpochPass,
+    Reason,
+    StepGuard,
+    StopSignal,
+    epoch_pass,
+    train_one_epoch,
+)
 from cnn_train.engine.metrics import class_report
 from cnn_train.engine.monitor import Monitor
 from cnn_train.engine.report import Reporter, Validation
@@ -60,34 +67,74 @@ def train_rank(cfg: DictConfig, run_dir: Path, ctx: DistContext) -> dict[str, An
 
 def fit(parts: RunParts, progress: Progress, guard: StepGuard, report: Reporter) -> None:
     """Train every remaining epoch. The one owner of the run's control flow: it trains,
-    validates, saves, decides to stop and raises; the loop only says why it stopped."""
+    validates, saves, decides to stop and raises; the loop only says why it stopped.
+
+    Every stop inside an epoch saves the state as it stands, before any validation: a stop
+    signal, a mid-epoch checkpoint, and the run's last step (`trainer.max_steps`) when it falls
+    before the epoch's end. A resume continues that epoch at its next batch, so it ends as a
+    straight run does. The epoch that `trainer.max_steps` cut is still validated and reported
+    (metrics.jsonl, best.pt), but checkpoints/last.pt keeps it unfinished: a resume with more
+    steps finishes it, and redoes its validation and its line of metrics.jsonl.
+
+    `trainer.max_steps` is the run's length: the per-iteration schedules (`onecycle`, `cosine`)
+    span its steps. A resume that lengthens the run rebuilds them for the new length, so only
+    the constant and per-epoch schedules match a straight run's weights bit for bit.
+    """
     monitor = Monitor.named(parts.cfg.trainer.monitor)
     while more_to_train(parts, progress):
         epoch = epoch_pass(parts, progress)
-        while halt := guard.settle(train_one_epoch(parts, progress, epoch, guard, report.step)):
-            if halt.reason is Reason.NONFINITE:
-                raise nonfinite_error(parts.cfg, halt.step)
-            saved = save_run(parts, progress)  # a signal came, or a mid-epoch save is due
-            if halt.reason is Reason.SIGNAL:
-                raise interrupted(guard.stop, saved)
+        cut = train_epoch(parts, progress, epoch, guard, report)
         epoch.finish()
+        resume_point = save_run(parts, progress) if cut else None
         validation = validate_epoch(parts, guard.stop)
         if guard.stop_agreed():  # validation was cut short: save, and redo it on resume
-            raise interrupted(guard.stop, save_run(parts, progress))
-        trainer, value = parts.cfg.trainer, validation.record[monitor.record_key]
-        parts.schedule.step_epoch(value)
-        improved = progress.record_epoch(
-            value, validation.metrics["acc1"], monitor, trainer.early_stopping_min_delta
-        )
-        kept, dropped = progress.rank_top_k(value, trainer.save_top_k, monitor)
-        patience = trainer.early_stopping_patience
-        progress.stopped_early = bool(patience) and progress.stale_epochs >= patience
+            raise interrupted(guard.stop, resume_point if cut else save_run(parts, progress))
+        improved, kept, dropped = record_validation(parts, progress, validation, cut=cut)
         report.epoch(progress, epoch, validation)
-        saved = save_run(parts, progress)
+        saved = resume_point if cut else save_run(parts, progress)
         keep_copies(parts, progress, saved, best=improved, top_k=kept, dropped=dropped)
+        if cut:
+            break
         if progress.stopped_early:
             report.stopped_early(progress, monitor)
     report.finish(progress)
+
+
+def train_epoch(
+    parts: RunParts, progress: Progress, epoch: EpochPass, guard: StepGuard, report: Reporter
+) -> bool:
+    """Train the epoch in hand, saving mid-epoch as the loop asks; raise on a non-finite loss,
+    or on a stop signal once saved. Return whether the run's last step came before its end."""
+    while halt := guard.settle(train_one_epoch(parts, progress, epoch, guard, report.step)):
+        if halt.reason is Reason.NONFINITE:
+            raise nonfinite_error(parts.cfg, halt.step)
+        if halt.reason is Reason.BUDGET:
+            return True
+        saved = save_run(parts, progress)  # a signal came, or a mid-epoch save is due
+        if halt.reason is Reason.SIGNAL:
+            raise interrupted(guard.stop, saved)
+    return False
+
+
+def record_validation(
+    parts: RunParts, progress: Progress, validation: Validation, *, cut: bool
+) -> tuple[bool, bool, list[int]]:
+    """Note the epoch's validation in `progress` and step the per-epoch schedules; return
+    whether it is the best so far, whether it is among the top k, and the epochs that dropped
+    out of the top k. An epoch `cut` short by the run's last step only counts towards the
+    run's result: it neither moves the schedule nor stops the run early."""
+    trainer = parts.cfg.trainer
+    monitor = Monitor.named(trainer.monitor)
+    value = validation.record[monitor.record_key]
+    if not cut:
+        parts.schedule.step_epoch(value)
+    improved = progress.record_epoch(
+        value, validation.metrics["acc1"], monitor, trainer.early_stopping_min_delta
+    )
+    kept, dropped = progress.rank_top_k(value, trainer.save_top_k, monitor)
+    patience = trainer.early_stopping_patience
+    progress.stopped_early = not cut and bool(patience) and progress.stale_epochs >= patience
+    return improved, kept, dropped
 
 
 def more_to_train(parts: RunParts, progress: Progress) -> bool:
