@@ -100,8 +100,8 @@ def test_cnn_export_writes_next_to_the_checkpoint(checkpoint, tmp_path) -> None:
 def test_cnn_export_rejects_an_unknown_format(checkpoint, tmp_path) -> None:
     result = run_cli("cnn-export", f"checkpoint={checkpoint}", "format=tflite", cwd=tmp_path)
     assert result.returncode == 1
-    assert (
-        result.stderr.strip() == "error: format=tflite is not one of onnx, torchscript, safetensors"
+    assert result.stderr.strip() == (
+        "error: format must be one of onnx, torchscript, safetensors, got tflite"
     )
 
 
