@@ -235,7 +235,7 @@ HOSTILE = {
 QUIET = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
 
 
-@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=QUIET)
+@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=QUIET)
 @given(**HOSTILE)
 def test_a_hostile_image_folder_loads_or_stops_in_one_line(checkpoint, layout, augment, in_memory):
     hostile_folder_loads_or_stops_in_one_line(checkpoint, layout, augment, in_memory)
