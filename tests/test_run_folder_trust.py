@@ -41,6 +41,7 @@ def test_a_folder_that_holds_a_run_is_never_reused_without_resume(tmp_path: Path
     assert fingerprint(tmp_path / "prev") == before  # checkpoints, metrics, events, result kept
 
 
+@pytest.mark.slow  # the single-run case above covers the same guard in the default suite
 def test_a_used_sweep_folder_is_refused_before_any_job(tmp_path: Path) -> None:
     sweep = ["-m", *ALEXNET, "seed=1", "hydra.sweep.dir=sweep"]
     assert run_cli("cnn-train", *sweep, cwd=tmp_path).returncode == 0
