@@ -23,15 +23,13 @@ from cnn_train.data.order import sample_seed
 from cnn_train.data.policies import Augmentation, PolicySettings, erase
 from cnn_train.data.preprocessing import EvalPreprocessing
 from cnn_train.data.stream import collate
+from cnn_train.data.vision import SPECS
+from cnn_train.schema import AUTO_AUGMENT_POLICIES
 
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR_MEAN, CIFAR_STD = SPECS["cifar10"].mean, SPECS["cifar10"].std
 ROWS = {
     "none (cifar preset)": PolicySettings(),
-    "trivialaugment": PolicySettings("trivialaugment"),
-    "randaugment": PolicySettings("randaugment"),
-    "autoaugment_imagenet": PolicySettings("autoaugment_imagenet"),
-    "autoaugment_cifar10": PolicySettings("autoaugment_cifar10"),
-    "augmix": PolicySettings("augmix"),
+    **{name: PolicySettings(name) for name in AUTO_AUGMENT_POLICIES if name != "none"},
     "random_erase=0.5": PolicySettings(random_erase=0.5),
 }
 LABEL_WIDTH = 150

@@ -44,6 +44,7 @@ from cnn_train.data.preprocessing import EvalPreprocessing
 from cnn_train.data.stream import ImageSamples, StreamLoader, collate
 from cnn_train.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalize, image_transform
 from cnn_train.models import build_model
+from cnn_train.schema import AUTO_AUGMENT_POLICIES
 
 
 def _train_steps(model: nn.Module, batches: Iterable, steps: int) -> float:
@@ -240,12 +241,7 @@ def bench_decode_once(root: str, count: int) -> dict[str, float]:
 
 POLICY_MEAN, POLICY_STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 POLICIES = {
-    "none": PolicySettings(),
-    "trivialaugment": PolicySettings("trivialaugment"),
-    "randaugment": PolicySettings("randaugment"),
-    "autoaugment_imagenet": PolicySettings("autoaugment_imagenet"),
-    "autoaugment_cifar10": PolicySettings("autoaugment_cifar10"),
-    "augmix": PolicySettings("augmix"),
+    **{name: PolicySettings(name) for name in AUTO_AUGMENT_POLICIES},
     "random_erase=0.25": PolicySettings(random_erase=0.25),
     "trivialaugment+erase": PolicySettings("trivialaugment", random_erase=0.25),
 }
