@@ -4,6 +4,7 @@ and what a Ctrl-C or a tool's bad value says. Each case runs the installed conso
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -12,8 +13,8 @@ import pytest
 
 from cnn_train.cli import _interruptible
 from cnn_train.engine.loop import StopSignal
-from cnn_train.errors import InterruptedAgain
-from tests.helpers import QUICK, run_cli
+from cnn_train.errors import InterruptedAgain, UserError
+from tests.helpers import QUICK, compose_config, run_cli
 
 ALEXNET = [*QUICK, "model=alexnet"]  # the quickest model at 8 px
 
@@ -104,16 +105,28 @@ def test_the_stop_handler_turns_a_second_ctrl_c_into_interrupted_again() -> None
             time.sleep(1)  # the handler runs between bytecodes; it raises before this ends
 
 
+@pytest.mark.parametrize(
+    ("config", "tool", "overrides", "message"),
+    [
+        ("eval", "eval", ["limit_batches=0"], "limit_batches must be >= 1"),
+        ("predict", "predict", ["images=a.png", "topk=0"], "topk must be in [1, "),
+        ("export", "export", ["format=onnx", "tolerance=-1"], "tolerance must be >= 0"),
+    ],
+)
 def test_the_inference_tools_check_every_value_before_reading_the_checkpoint(
-    tmp_path: Path,
+    config: str, tool: str, overrides: list[str], message: str, tmp_path: Path
 ) -> None:
-    missing = str(tmp_path / "absent.pt")  # never read: the value is refused first
-    cases = [
-        ("cnn-eval", f"checkpoint={missing}", "limit_batches=0", "limit_batches must be >= 1"),
-        ("cnn-predict", f"checkpoint={missing}", "images=a.png topk=0", "topk must be in [1, "),
-        ("cnn-export", f"checkpoint={missing}", "format=onnx tolerance=-1", "tolerance must be"),
-    ]
-    for tool, checkpoint, overrides, message in cases:
-        done = run_cli(tool, checkpoint, *overrides.split(), cwd=tmp_path)
-        assert done.returncode == 1, (tool, overrides, done.stderr)
-        assert message in done.stderr.strip().splitlines()[-1], (tool, done.stderr)
+    """What each console script runs once its config is composed (`cli._eval` for cnn-eval...),
+    in-process: the value is refused before the missing checkpoint is ever opened."""
+    from cnn_train import cli
+    from cnn_train.engine.evaluator import eval_checkpoint
+
+    missing = tmp_path / "absent.pt"
+    cfg = compose_config(config, [f"checkpoint={missing}", *overrides])
+    run = {
+        "eval": lambda: eval_checkpoint(cfg, tmp_path),
+        "predict": lambda: cli._predict(cfg),
+        "export": lambda: cli._export(cfg),
+    }[tool]
+    with pytest.raises(UserError, match=re.escape(message)):
+        run()

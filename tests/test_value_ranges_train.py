@@ -60,7 +60,7 @@ def step_case(case: tuple[Target, str]) -> None:
             assert (Path(folder) / "checkpoints" / "last.pt").is_file()
 
 
-@settings(max_examples=80, **PROPERTY)
+@settings(max_examples=60, **PROPERTY)
 @given(case=train_cases())
 def test_every_train_key_accepts_a_value_or_refuses_it_in_one_line(case) -> None:
     judge_train_case(case)
