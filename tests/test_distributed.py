@@ -126,7 +126,14 @@ def test_the_slurm_launcher_composes_one_task_per_gpu() -> None:
 
 def test_a_slurm_task_joins_the_job_as_its_rank(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("submitit")
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+    for key in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+    ):
         # Set before deleting, so that monkeypatch also removes what submitit's export adds:
         # a RANK left behind makes every later subprocess in this session act as a worker.
         monkeypatch.setenv(key, "")
@@ -145,6 +152,8 @@ def test_a_slurm_task_joins_the_job_as_its_rank(monkeypatch: pytest.MonkeyPatch)
     }
     for key, value in slurm.items():
         monkeypatch.setenv(key, value)
+    assert launched_by_torchrun()
+    # asked again (the CLI, the config checks and the launcher each ask), it must not export twice
     assert launched_by_torchrun()
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["MASTER_ADDR"]) == (
         "1",

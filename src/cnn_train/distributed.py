@@ -190,9 +190,10 @@ def launched_by_torchrun() -> bool:
     if TORCHRUN_MARKER in os.environ and all(name in os.environ for name in RANK_VARIABLES):
         return True
     if "SUBMITIT_EXECUTOR" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        from submitit.helpers import TorchDistributedEnvironment
+        if not all(name in os.environ for name in RANK_VARIABLES):  # not exported yet
+            from submitit.helpers import TorchDistributedEnvironment
 
-        TorchDistributedEnvironment().export()  # RANK, WORLD_SIZE, MASTER_ADDR... from SLURM
+            TorchDistributedEnvironment().export()  # RANK, WORLD_SIZE, MASTER_ADDR... from SLURM
         return True
     return False
 
