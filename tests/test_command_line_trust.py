@@ -22,14 +22,8 @@ from cnn_train.errors import UserError
 from cnn_train.folders import NAME_LIMIT, job_folder, new_folder
 from cnn_train.sweep import SweepSummary, write_result
 from tests.helpers import QUICK, compose_config, run_cli
+from tests.helpers.cli_errors import SCRIPTS_AND_ARGS
 
-SCRIPTS_AND_ARGS = {
-    "cnn-train": QUICK,
-    "cnn-eval": ["checkpoint=x.pt"],
-    "cnn-summary": [],
-    "cnn-predict": ["checkpoint=x.pt", "images=x.png"],
-    "cnn-export": ["checkpoint=x.pt", "format=onnx"],
-}
 EVIL = 'open("IMPORTED", "w").write("evil.py ran")\nprint("The Zen of Python")\n'
 
 

@@ -15,15 +15,7 @@ from cnn_train.config_checks import check_train_config
 from cnn_train.engine.trainer import run_training
 from cnn_train.errors import UserError
 from tests.helpers import QUICK, compose_config, run_cli
-from tests.helpers.cli_errors import one_error_line
-
-SCRIPTS_AND_ARGS = {
-    "cnn-train": QUICK,
-    "cnn-eval": ["checkpoint=x.pt"],
-    "cnn-summary": [],
-    "cnn-predict": ["checkpoint=x.pt", "images=x.png"],
-    "cnn-export": ["checkpoint=x.pt", "format=onnx"],
-}
+from tests.helpers.cli_errors import SCRIPTS_AND_ARGS, one_error_line
 
 CODE_OVERRIDES = [
     "+hydra.callbacks.x._target_=builtins.open +hydra.callbacks.x.file=VICTIM "
